@@ -1,0 +1,150 @@
+"""Values the dataplane API takes and returns (backend-independent)."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# if_id of interface ipsecN is IF_ID_BASE | N: a range of our own, so that a restarted
+# daemon can tell its leftovers from other software's XFRM state.
+IF_ID_BASE = 0x72620000
+MAX_INTERFACES = 64
+
+
+def if_id_for(index: int) -> int:
+    if not 0 <= index < MAX_INTERFACES:
+        raise ValueError(f"interface index {index} outside 0..{MAX_INTERFACES - 1}")
+    return IF_ID_BASE | index
+
+
+def is_our_if_id(if_id: int) -> bool:
+    return if_id & ~0xFF == IF_ID_BASE and (if_id & 0xFF) < MAX_INTERFACES
+
+
+class SaMode(enum.Enum):
+    TUNNEL = "tunnel"
+    TRANSPORT = "transport"
+
+
+class Direction(enum.Enum):
+    IN = "in"
+    OUT = "out"
+
+
+class EspAlgorithm(enum.Enum):
+    """ESP transforms the dataplane implements (keys include the 4-byte salt for AEADs)."""
+
+    AES_GCM_16 = "aes-gcm-16"  # RFC 4106; key 16/32 + 4 salt
+    CHACHA20_POLY1305 = "chacha20-poly1305"  # RFC 7634; key 32 + 4 salt
+    AES_CBC = "aes-cbc"  # RFC 3602; with an integrity algorithm
+
+
+class EspIntegrity(enum.Enum):
+    NONE = "none"
+    HMAC_SHA1_96 = "hmac-sha1-96"
+    HMAC_SHA2_256_128 = "hmac-sha2-256-128"
+    HMAC_SHA2_384_192 = "hmac-sha2-384-192"
+    HMAC_SHA2_512_256 = "hmac-sha2-512-256"
+
+
+@dataclass(frozen=True)
+class UdpEncap:
+    """RFC 3948 ESP-in-UDP ports (source and destination as seen on the wire for this SA)."""
+
+    sport: int
+    dport: int
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    """Soft/hard limits; 0 means no limit.  Times are seconds after installation."""
+
+    soft_bytes: int = 0
+    hard_bytes: int = 0
+    soft_packets: int = 0
+    hard_packets: int = 0
+    soft_seconds: int = 0
+    hard_seconds: int = 0
+
+
+@dataclass(frozen=True)
+class SaSpec:
+    """One ESP SA (one direction)."""
+
+    spi: int  # host order
+    direction: Direction
+    src: IPAddress  # outer source
+    dst: IPAddress  # outer destination
+    mode: SaMode
+    algorithm: EspAlgorithm
+    encryption_key: bytes = field(repr=False)  # with salt for AEADs
+    integrity: EspIntegrity = EspIntegrity.NONE
+    integrity_key: bytes = field(default=b"", repr=False)
+    esn: bool = False
+    replay_window: int = 128
+    encap: UdpEncap | None = None
+    if_id: int = 0
+    lifetime: Lifetime = Lifetime()
+
+
+@dataclass(frozen=True)
+class InterfaceSpec:
+    """A peer's point-to-point interface ipsecN."""
+
+    name: str  # "ipsecN"
+    if_id: int
+    mtu: int = 1400
+    address: ipaddress.IPv4Interface | None = None  # None = unnumbered
+    borrowed_source: ipaddress.IPv4Address | None = None  # unnumbered: source for packets
+    tcp_mss: int | None = None  # clamp value, None = off
+    underlay: str | None = None  # outer interface for xfrm_link, if any
+
+
+@dataclass(frozen=True)
+class SaCounters:
+    bytes: int = 0
+    packets: int = 0
+    replay_errors: int = 0
+    integrity_errors: int = 0
+    other_errors: int = 0
+    last_used: float | None = None  # monotonic seconds, None = never
+
+
+@dataclass(frozen=True)
+class InterfaceCounters:
+    rx_bytes: int = 0
+    rx_packets: int = 0
+    tx_bytes: int = 0
+    tx_packets: int = 0
+    rx_errors: int = 0
+    tx_errors: int = 0
+    tx_dropped_down: int = 0  # packets routed to the interface while no SA was installed
+
+
+class ExpiryKind(enum.Enum):
+    SOFT = "soft"
+    HARD = "hard"
+
+
+@dataclass(frozen=True)
+class SaExpired:
+    """A dataplane notification: an SA reached a soft or hard limit."""
+
+    spi: int
+    direction: Direction
+    kind: ExpiryKind
+    if_id: int
+
+
+@dataclass(frozen=True)
+class TrafficWhileDown:
+    """Packets were routed into an interface that has no outbound SA (an ACQUIRE)."""
+
+    if_id: int
+    interface: str
+
+
+DataplaneEvent = SaExpired | TrafficWhileDown
