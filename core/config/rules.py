@@ -110,8 +110,8 @@ def read_secret(
     if "psk" not in table and "psk_file" not in table:
         add((*path, "psk"), "missing (give psk or psk_file)")
         return None
-    if "psk" in values:
-        return Secret(str(values["psk"]).encode())
+    if "psk" in table:
+        return Secret(str(values["psk"]).encode()) if "psk" in values else None
     if "psk_file" not in values:
         return None  # its bad value is reported already
     try:

@@ -119,7 +119,10 @@ def add_peer(text: str, values: Mapping[str, object]) -> str:
     source = _parse(text)
     ordered = {key: _plain(values[key]) for key in PEER_KEYS if key in values}
     ordered.update({key: _plain(value) for key, value in values.items() if key not in ordered})
-    block = tomli_w.dumps({"peer": [ordered]})
+    if any(isinstance(value, dict) for value in ordered.values()):
+        raise UsageError("a [[peer]] takes plain values, not tables")
+    # tomli-w would write a small array of tables inline (peer = [...]): render the header here.
+    block = "[[peer]]\n" + tomli_w.dumps(ordered)
     peers = source.array_elements("peer")
     at = _block_end(source, peers[-1]) if peers else len(source.lines) + 1
     block = _ensure_newline_before(source, at) + _blank_separator(source, at) + block

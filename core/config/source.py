@@ -9,6 +9,7 @@ only ever run on text that tomllib has accepted.
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
 
 PathPart = str | int
@@ -96,7 +97,7 @@ def scan(text: str) -> SourceMap:
 
 class _Scanner:
     def __init__(self, text: str) -> None:
-        self.lines = text.splitlines(keepends=True)
+        self.lines = _split_lines(text)
         self.root = Table(path=(), header_line=None, is_array_element=False)
         self.tables = [self.root]
         self.array_counts: dict[tuple[str, ...], int] = {}
@@ -207,6 +208,13 @@ class _Scanner:
         return index
 
 
+def _split_lines(text: str) -> list[str]:
+    """Lines ending in "\n" only: TOML has no other line breaks (str.splitlines has many)."""
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    return lines if lines[-1] else lines[:-1]
+
+
 def _skip_space(line: str, index: int) -> int:
     while index < len(line) and line[index] in " \t":
         index += 1
@@ -223,7 +231,8 @@ def _read_key(line: str, index: int) -> tuple[tuple[str, ...], int]:
             close = index + 1
             while close < len(line) and line[close] != quote:
                 close += 2 if quote == '"' and line[close] == "\\" else 1
-            parts.append(line[index + 1 : close])
+            quoted = line[index : close + 1]
+            parts.append(_unescape(quoted) if quote == '"' else quoted[1:-1])
             index = close + 1
         else:
             start = index
@@ -235,3 +244,11 @@ def _read_key(line: str, index: int) -> tuple[tuple[str, ...], int]:
             index += 1
             continue
         return tuple(parts), index
+
+
+def _unescape(quoted: str) -> str:
+    """The text of a basic-string key such as "a\\"b" (tomllib applies TOML's escapes)."""
+    try:
+        return next(iter(tomllib.loads(f"{quoted} = 0")))
+    except (tomllib.TOMLDecodeError, StopIteration):
+        return quoted[1:-1]
