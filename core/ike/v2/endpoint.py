@@ -1,0 +1,414 @@
+"""The IKEv2 endpoint: every IKE SA of this node, and what no single SA decides (sans-IO).
+
+It routes received messages to SAs by SPI, creates responder SAs for IKE_SA_INIT
+requests (with COOKIEs once half-open SAs pass a threshold, RFC 7296 2.6), registers the
+successors of rekeyed SAs, handles INITIAL_CONTACT and duplicate IKE SAs, and
+re-establishes peers that went down (with backoff; never for passive peers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from core.crypto.proposals import ProposalSpec
+from core.crypto.random import RandomSource
+from core.errors import DecodeError
+from core.ike.constants import ExchangeType, NotifyType, PayloadType, ProtocolId
+from core.ike.errors import IkeError
+from core.ike.events import (
+    Address,
+    DownReason,
+    IkeEvent,
+    IkeSaDown,
+    IkeSaRekeyed,
+    IkeSaUp,
+    LogMessage,
+)
+from core.ike.policy import PeerPolicy
+from core.ike.v2.header import peek_header
+from core.ike.v2.message import Message, decode_message, encode_message
+from core.ike.v2.payloads import NotifyPayload
+from core.ike.v2.sa import Datagram, IkeSa, IkeState
+from core.ike.v2.tasks.ike_delete import IkeDelete
+from core.ike.v2.tasks.ike_init import IkeInit, respond_ike_sa_init
+
+COOKIE_THRESHOLD = 16  # half-open SAs before we ask for cookies
+MAX_HALF_OPEN = 512  # beyond this, new IKE_SA_INIT requests are dropped
+_RETRY_REASONS = frozenset({
+    DownReason.TIMEOUT, DownReason.PEER_DEAD, DownReason.DELETED_BY_PEER,
+    DownReason.NO_PROPOSAL, DownReason.AUTH_FAILED, DownReason.PROTOCOL_ERROR,
+    DownReason.EXPIRED,
+})
+
+
+@dataclass
+class _Peer:
+    policy: PeerPolicy
+    current: IkeSa | None = None
+    wanted_up: bool = False
+    local: Address | None = None
+    remote: Address | None = None
+    failures: int = 0
+    retry_at: float | None = None
+    sas: list[IkeSa] = field(default_factory=list)
+
+
+class Ikev2Endpoint:
+    def __init__(self, policies: Iterable[PeerPolicy], rng: RandomSource, *,
+                 cookie_threshold: int = COOKIE_THRESHOLD,
+                 max_half_open: int = MAX_HALF_OPEN) -> None:
+        self.rng = rng
+        self.cookie_threshold = cookie_threshold
+        self.max_half_open = max_half_open
+        self._peers: dict[str, _Peer] = {p.name: _Peer(p) for p in policies}
+        self._sas: dict[bytes, IkeSa] = {}  # our SPI -> SA
+        self._half_open: dict[tuple[bytes, Address], IkeSa] = {}
+        self._cookie_secret = rng.bytes(32)
+        self.datagrams: list[Datagram] = []
+        self.events: list[IkeEvent] = []
+        self.cookies_sent = 0
+
+    # ------------------------------------------------------------------ peers -------
+    def add_peer(self, policy: PeerPolicy) -> None:
+        self._peers[policy.name] = _Peer(policy)
+
+    def remove_peer(self, name: str, now: float) -> None:
+        self.disconnect(name, now)
+        peer = self._peers.pop(name, None)
+        if peer is not None:
+            for sa in peer.sas:
+                # Anything still negotiating or deleting goes without further ado.
+                if sa.state != IkeState.DESTROYED:
+                    sa.destroy(DownReason.DELETED_BY_US, now)
+                    self._collect(sa, now)
+
+    def peer_names(self) -> list[str]:
+        return list(self._peers)
+
+    def current_sa(self, name: str) -> IkeSa | None:
+        peer = self._peers.get(name)
+        return peer.current if peer else None
+
+    def connect(self, name: str, local: Address, remote: Address, now: float) -> None:
+        """Bring the peer up (initiate) and keep it up: re-establish when it goes down."""
+        peer = self._peers[name]
+        peer.wanted_up = True
+        peer.local, peer.remote = local, remote
+        peer.failures = 0
+        peer.retry_at = None
+        if peer.policy.passive:
+            return  # a passive peer waits for the other side
+        if peer.current is not None and peer.current.state != IkeState.DESTROYED:
+            return
+        self._initiate(peer, now)
+
+    def disconnect(self, name: str, now: float) -> None:
+        """Close the peer's IKE SA (DELETE) and stop re-establishing it."""
+        peer = self._peers.get(name)
+        if peer is None:
+            return
+        peer.wanted_up = False
+        peer.retry_at = None
+        for sa in list(peer.sas):
+            if sa.state in (IkeState.DESTROYED, IkeState.DELETING):
+                continue
+            if sa.is_established:
+                sa.drop_queued(lambda t: True)
+                sa.queue(IkeDelete(DownReason.DELETED_BY_US), first=True)
+                sa.handle_timer(now)
+            else:
+                sa.destroy(DownReason.DELETED_BY_US, now)
+            self._collect(sa, now)
+
+    def rekey(self, name: str, now: float, *, ike: bool = False) -> bool:
+        """Rekey the peer's Child SAs (or its IKE SA).  False: nothing to rekey."""
+        from core.ike.v2.child import ChildState
+        from core.ike.v2.tasks.child_create import ChildCreate
+        from core.ike.v2.tasks.ike_rekey import IkeRekey
+
+        sa = self.current_sa(name)
+        if sa is None or sa.state != IkeState.ESTABLISHED:
+            return False
+        if ike:
+            sa.queue(IkeRekey())
+        else:
+            children = [c for c in sa.children if c.state == ChildState.INSTALLED]
+            if not children:
+                return False
+            for child in children:
+                sa.queue(ChildCreate(rekey_of=child))
+        sa.handle_timer(now)
+        self._collect(sa, now)
+        return True
+
+    def note_inbound_traffic(self, name: str, now: float) -> None:
+        sa = self.current_sa(name)
+        if sa is not None:
+            sa.note_inbound_traffic(now)
+
+    def _initiate(self, peer: _Peer, now: float) -> None:
+        assert peer.local is not None and peer.remote is not None
+        spi_i = self._new_spi()
+        sa = IkeSa(peer.policy, initiator=True, spi_i=spi_i, spi_r=bytes(8), local=peer.local,
+                   remote=peer.remote, rng=self.rng, now=now)
+        self._register(sa, peer)
+        peer.current = sa
+        sa.queue(IkeInit(sa))
+        sa.handle_timer(now)
+        self._collect(sa, now)
+
+    def _new_spi(self) -> bytes:
+        while True:
+            spi = self.rng.bytes(8)
+            if spi != bytes(8) and spi not in self._sas:
+                return spi
+
+    def _register(self, sa: IkeSa, peer: _Peer) -> None:
+        self._sas[sa.our_spi] = sa
+        peer.sas.append(sa)
+
+    # ------------------------------------------------------------------ receiving ---
+    def receive(self, data: bytes, local: Address, remote: Address, now: float) -> None:
+        """An IKE message (non-ESP marker already removed) from `remote` to `local`."""
+        try:
+            header = peek_header(data)
+        except IkeError as error:
+            self._log("", "debug", f"dropped a malformed IKE message from {remote}: {error}")
+            return
+        except DecodeError as error:
+            self._log("", "debug", f"dropped a malformed IKE message from {remote}: {error}")
+            return
+        if header.exchange_type == ExchangeType.IKE_SA_INIT and not header.is_response \
+                and header.spi_r == bytes(8):
+            self._receive_init_request(data, header.spi_i, local, remote, now)
+            return
+        our_spi = header.spi_r if header.is_initiator else header.spi_i
+        sa = self._sas.get(our_spi)
+        if sa is None and header.exchange_type == ExchangeType.IKE_SA_INIT and \
+                header.is_response:
+            sa = self._sas.get(header.spi_i)
+        if sa is None:
+            self._log("", "debug", f"dropped a message for unknown IKE SPI {our_spi.hex()} "
+                      f"from {remote}")
+            return
+        sa.receive(data, local, remote, now)
+        self._collect(sa, now)
+
+    def _receive_init_request(self, data: bytes, spi_i: bytes, local: Address,
+                              remote: Address, now: float) -> None:
+        existing = self._half_open.get((spi_i, remote))
+        if existing is not None:
+            existing.receive(data, local, remote, now)  # a retransmission
+            self._collect(existing, now)
+            return
+        try:
+            message = decode_message(data)
+        except (IkeError, DecodeError) as error:
+            self._log("", "debug", f"dropped a malformed IKE_SA_INIT from {remote}: {error}")
+            return
+        half_open = len(self._half_open)
+        if half_open >= self.max_half_open:
+            self._log("", "warning", f"dropped IKE_SA_INIT from {remote}: {half_open} "
+                      "half-open SAs")
+            return
+        if half_open >= self.cookie_threshold and not self._cookie_valid(message, remote):
+            self._send_cookie(message, local, remote)
+            return
+        candidates = self._candidates(local, remote)
+        if not candidates:
+            self._log("", "info", f"IKE_SA_INIT from {remote}: no peer configured for it")
+            self._answer_stateless(message, NotifyType.NO_PROPOSAL_CHOSEN, b"", local, remote)
+            return
+        sa = IkeSa(candidates[0], initiator=False, spi_i=spi_i, spi_r=self._new_spi(),
+                   local=local, remote=remote, rng=self.rng, now=now)
+        sa.candidates = candidates
+        offers: list[ProposalSpec] = []
+        for policy in candidates:
+            offers.extend(p for p in policy.ike_proposals if p not in offers)
+        try:
+            payloads = respond_ike_sa_init(sa, message, data, tuple(offers), now)
+        except IkeError as error:
+            self._log(candidates[0].name, "info", f"refused IKE_SA_INIT from {remote}: {error}")
+            if error.notify is not None:
+                self._answer_stateless(message, error.notify, error.data, local, remote)
+            return
+        except DecodeError as error:
+            self._log(candidates[0].name, "debug", f"bad IKE_SA_INIT from {remote}: {error}")
+            return
+        response = sa.encode(ExchangeType.IKE_SA_INIT, 0, True, payloads)
+        sa.init_response = response
+        sa.respond_first(response, now)
+        peer = self._peers[candidates[0].name]
+        self._register(sa, peer)
+        self._half_open[(spi_i, remote)] = sa
+        self._collect(sa, now)
+
+    def _candidates(self, local: Address, remote: Address) -> tuple[PeerPolicy, ...]:
+        fixed = [p.policy for p in self._peers.values()
+                 if p.policy.remote_address == remote.host
+                 and p.policy.local_address in (None, local.host)]
+        if fixed:
+            return tuple(fixed)
+        return tuple(p.policy for p in self._peers.values()
+                     if p.policy.remote_address is None
+                     and p.policy.local_address in (None, local.host))
+
+    # -- cookies (RFC 7296 2.6) --------------------------------------------------------
+    def _cookie_for(self, nonce: bytes, remote: Address, spi_i: bytes) -> bytes:
+        digest = hmac.new(self._cookie_secret, nonce + remote.host.encode() + spi_i,
+                          hashlib.sha256).digest()
+        return b"\x01" + digest[:16]
+
+    def _cookie_valid(self, message: Message, remote: Address) -> bool:
+        cookie = message.notify(NotifyType.COOKIE)
+        nonce = message.get(PayloadType.NONCE)
+        if cookie is None or nonce is None:
+            return False
+        expected = self._cookie_for(getattr(nonce, "data", b""), remote, message.spi_i)
+        return hmac.compare_digest(cookie.data, expected)
+
+    def _send_cookie(self, message: Message, local: Address, remote: Address) -> None:
+        nonce = message.get(PayloadType.NONCE)
+        cookie = self._cookie_for(getattr(nonce, "data", b""), remote, message.spi_i)
+        self.cookies_sent += 1
+        self._answer_stateless(message, NotifyType.COOKIE, cookie, local, remote)
+
+    def _answer_stateless(self, request: Message, kind: NotifyType, data: bytes,
+                          local: Address, remote: Address) -> None:
+        response = Message(spi_i=request.spi_i, spi_r=bytes(8),
+                           exchange_type=ExchangeType.IKE_SA_INIT, is_initiator=False,
+                           is_response=True, message_id=0,
+                           payloads=[(PayloadType.NOTIFY,
+                                      NotifyPayload(ProtocolId.NONE, b"", kind, data))])
+        raw = encode_message(response)
+        from core.ike.constants import NAT_T_PORT, NON_ESP_MARKER
+
+        if local.port == NAT_T_PORT:
+            raw = NON_ESP_MARKER + raw
+        self.datagrams.append(Datagram(raw, local, remote))
+
+    # ------------------------------------------------------------------ timers ------
+    def next_timer(self) -> float | None:
+        deadlines = [t for sa in self._sas.values() if (t := sa.next_timer()) is not None]
+        deadlines += [p.retry_at for p in self._peers.values() if p.retry_at is not None]
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        for sa in list(self._sas.values()):
+            deadline = sa.next_timer()
+            if deadline is not None and deadline <= now:
+                sa.handle_timer(now)
+                self._collect(sa, now)
+        for peer in list(self._peers.values()):
+            if peer.retry_at is not None and peer.retry_at <= now:
+                peer.retry_at = None
+                if peer.wanted_up and not peer.policy.passive and (
+                        peer.current is None or peer.current.state == IkeState.DESTROYED):
+                    self._log(peer.policy.name, "info",
+                              f"re-establishing (attempt {peer.failures + 1})")
+                    self._initiate(peer, now)
+
+    # ------------------------------------------------------------------ bookkeeping -
+    def _collect(self, sa: IkeSa, now: float) -> None:
+        """Take an SA's outputs and apply what concerns the whole endpoint."""
+        self.datagrams.extend(sa.pop_datagrams())
+        peer = self._peers.get(sa.name)
+        for new in sa.spawned:
+            if peer is not None:
+                self._register(new, peer)
+            new.handle_timer(now)
+        spawned, sa.spawned = sa.spawned, []
+        if sa.state != IkeState.CONNECTING:
+            self._half_open = {k: v for k, v in self._half_open.items() if v is not sa}
+        if peer is not None and sa.policy.name != peer.policy.name:
+            peer = self._peers.get(sa.policy.name)  # the responder picked another peer
+        for event in sa.pop_events():
+            self._apply(sa, peer, event, now)
+        if sa.state == IkeState.DESTROYED:
+            self._sas.pop(sa.our_spi, None)
+            for p in self._peers.values():
+                if sa in p.sas:
+                    p.sas.remove(sa)
+        for new in spawned:
+            self._collect(new, now)
+
+    def _apply(self, sa: IkeSa, peer: _Peer | None, event: IkeEvent, now: float) -> None:
+        if isinstance(event, IkeSaUp) and peer is not None:
+            if sa not in peer.sas:
+                for other in self._peers.values():
+                    if sa in other.sas:
+                        other.sas.remove(sa)
+                peer.sas.append(sa)
+            self._on_up(sa, peer, now)
+        elif isinstance(event, IkeSaRekeyed) and peer is not None:
+            successor = next((s for s in peer.sas if s.spi_i.hex() == event.new.spi_i
+                              and s.spi_r.hex() == event.new.spi_r), None)
+            if successor is not None:
+                peer.current = successor
+        elif isinstance(event, IkeSaDown):
+            if peer is None or peer.current is not sa:
+                if event.reason == DownReason.REPLACED:
+                    return  # a superseded SA closing: not news
+            elif peer.current is sa:
+                peer.current = None
+                self._schedule_retry(peer, event.reason, now)
+        self.events.append(event)
+
+    def _on_up(self, sa: IkeSa, peer: _Peer, now: float) -> None:
+        peer.failures = 0
+        peer.retry_at = None
+        if sa.initiator is False and peer.local is None:
+            peer.local, peer.remote = sa.local, sa.remote
+        others = [s for s in peer.sas if s is not sa and s.state != IkeState.DESTROYED]
+        for other in others:
+            stale = other.established_at is not None and other.established_at < sa.created_at
+            if sa.initial_contact_received and stale:
+                # The peer restarted (INITIAL_CONTACT): its old SAs are gone there.
+                other.destroy(DownReason.REPLACED, now, detail="peer sent INITIAL_CONTACT")
+                self._collect(other, now)
+        duplicates = [s for s in peer.sas if s.state == IkeState.ESTABLISHED]
+        if len(duplicates) > 1:
+            # Both sides initiated at once: keep the SA with the lowest initiator SPI (both
+            # ends agree on that), close the others.
+            keep = min(duplicates, key=lambda s: s.spi_i)
+            for other in duplicates:
+                if other is keep:
+                    continue
+                if other.policy.passive:
+                    other.destroy(DownReason.REPLACED, now, detail="duplicate IKE SA")
+                else:
+                    other.queue(IkeDelete(DownReason.REPLACED, detail="duplicate IKE SA"),
+                                first=True)
+                    other.handle_timer(now)
+                self._collect(other, now)
+            peer.current = keep
+        else:
+            peer.current = sa
+
+    def _schedule_retry(self, peer: _Peer, reason: DownReason, now: float) -> None:
+        if not peer.wanted_up or peer.policy.passive or reason not in _RETRY_REASONS:
+            return
+        backoff = peer.policy.timing.reestablish_backoff
+        delay = backoff[min(peer.failures, len(backoff) - 1)]
+        peer.failures += 1
+        peer.retry_at = now + delay * self.rng.uniform(0.8, 1.2)
+
+    def _log(self, peer: str, level: str, message: str) -> None:
+        self.events.append(LogMessage(peer, level, message))
+
+    # ------------------------------------------------------------------ outputs -----
+    def pop_datagrams(self) -> list[Datagram]:
+        out, self.datagrams = self.datagrams, []
+        return out
+
+    def pop_events(self) -> list[IkeEvent]:
+        out, self.events = self.events, []
+        return out
+
+    @property
+    def half_open_count(self) -> int:
+        return len(self._half_open)
+

@@ -1,0 +1,196 @@
+"""Two IKEv2 endpoints in memory: IKE_SA_INIT + IKE_AUTH and what can go wrong there."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.ike.events import (
+    ChildSaInstalled,
+    DownReason,
+    ExchangeFailed,
+    IkeSaDown,
+    IkeSaUp,
+)
+from core.ike.v2.sa import IkeState
+from tests.ike.v2.pair import Pair, mirror, policy
+
+
+def _established(pair: Pair) -> tuple[ChildSaInstalled, ChildSaInstalled]:
+    ups_a, ups_b = pair.a.of(IkeSaUp), pair.b.of(IkeSaUp)
+    assert len(ups_a) == 1 and len(ups_b) == 1
+    child_a, child_b = pair.a.of(ChildSaInstalled), pair.b.of(ChildSaInstalled)
+    assert len(child_a) == 1 and len(child_b) == 1
+    return child_a[0], child_b[0]
+
+
+def test_initiator_and_responder_agree_on_spis_and_keys() -> None:
+    p = policy()
+    pair = Pair(p, mirror(p))
+    pair.connect()
+    a, b = _established(pair)
+    assert a.info.spi_in == b.info.spi_out and a.info.spi_out == b.info.spi_in
+    assert a.info.keys.encr_out == b.info.keys.encr_in
+    assert a.info.keys.encr_in == b.info.keys.encr_out
+    assert a.info.keys.encr_out != a.info.keys.encr_in
+    assert a.info.encr == "AES_GCM_16" and a.info.encr_key_bits == 256
+    assert a.info.mode == "tunnel" and not a.info.encap
+    assert a.info.local_ts == ("0.0.0.0/0",) and a.info.remote_ts == ("0.0.0.0/0",)
+    up = pair.a.of(IkeSaUp)[0].info
+    assert up.initiator and up.algorithms.startswith("AES_GCM_16_256")
+    assert not pair.b.of(IkeSaUp)[0].info.initiator
+    # Exactly four messages: IKE_SA_INIT and IKE_AUTH, request and response.
+    assert len(pair.a.sent) == 2 and len(pair.b.sent) == 2
+
+
+@pytest.mark.parametrize(
+    ("ike", "esp"),
+    [
+        ("aes256gcm16-prfsha256-x25519", "aes256gcm16"),
+        ("aes256-sha256-modp2048", "aes256-sha256-modp2048"),
+        ("chacha20poly1305-prfsha256-ecp256", "chacha20poly1305"),
+        ("aes128-sha1-modp2048", "aes128-sha1"),
+        ("aes128gcm16-prfsha384-ecp384", "aes128gcm16-esn"),
+        ("aes256-sha512-ecp521", "aes256-sha384"),
+        ("aes256-sha256-modp3072", "aes256-sha512"),
+    ],
+)
+def test_proposal_matrix(ike: str, esp: str) -> None:
+    p = policy(ike=ike, esp=esp)
+    pair = Pair(p, mirror(p))
+    pair.connect()
+    a, b = _established(pair)
+    assert a.info.keys.encr_out == b.info.keys.encr_in
+    assert a.info.keys.integ_out == b.info.keys.integ_in
+    assert a.info.esn == ("-esn" in esp)
+
+
+def test_wrong_psk_fails_cleanly_on_both_sides() -> None:
+    p = policy()
+    pair = Pair(p, mirror(p, psk=b"another secret entirely"))
+    pair.connect()
+    downs_a, downs_b = pair.a.of(IkeSaDown), pair.b.of(IkeSaDown)
+    assert [d.reason for d in downs_a] == [DownReason.AUTH_FAILED]
+    assert [d.reason for d in downs_b] == [DownReason.AUTH_FAILED]
+    assert not pair.a.of(ChildSaInstalled) and not pair.b.of(ChildSaInstalled)
+    failures = pair.b.of(ExchangeFailed)
+    assert failures and "pre-shared keys differ" in failures[0].message
+    assert pair.a.of(ExchangeFailed)[0].notify == "AUTHENTICATION_FAILED"
+
+
+def test_proposal_mismatch_says_why() -> None:
+    p = policy(ike="aes256gcm16-prfsha256-x25519")
+    pair = Pair(p, mirror(p, ike_proposals=policy(ike="aes128-sha1-modp2048").ike_proposals))
+    pair.connect()
+    assert [d.reason for d in pair.a.of(IkeSaDown)] == [DownReason.NO_PROPOSAL]
+    assert pair.a.of(ExchangeFailed)[0].notify == "NO_PROPOSAL_CHOSEN"
+    assert not pair.b.of(IkeSaUp)
+    assert pair.b.endpoint.half_open_count == 0
+
+
+def test_esp_mismatch_closes_the_ike_sa() -> None:
+    p = policy(esp="aes256gcm16")
+    pair = Pair(p, mirror(p, esp_proposals=policy(esp="aes128-sha1").esp_proposals))
+    pair.connect()
+    assert not pair.a.of(ChildSaInstalled) and not pair.b.of(ChildSaInstalled)
+    assert pair.a.of(ExchangeFailed)[0].notify == "NO_PROPOSAL_CHOSEN"
+    assert pair.a.of(IkeSaDown)[0].reason == DownReason.NO_PROPOSAL
+    assert pair.b.of(IkeSaDown)[0].reason == DownReason.DELETED_BY_PEER
+
+
+def test_invalid_ke_payload_retry_uses_the_responders_group() -> None:
+    p = policy(ike="aes256-sha256-x25519-modp2048")
+    pair = Pair(p, mirror(p, ike_proposals=policy(ike="aes256-sha256-modp2048").ike_proposals))
+    pair.connect()
+    _established(pair)
+    assert "MODP_2048" in pair.a.of(IkeSaUp)[0].info.algorithms
+    assert len(pair.a.sent) == 3  # two IKE_SA_INIT requests, one IKE_AUTH
+
+
+def test_cookie_challenge_when_half_open_threshold_reached() -> None:
+    p = policy()
+    pair = Pair(p, mirror(p), cookie_threshold=0)
+    pair.connect()
+    _established(pair)
+    assert pair.b.endpoint.cookies_sent == 1
+    assert len(pair.a.sent) == 3
+
+
+def test_lost_first_message_is_retransmitted() -> None:
+    p = policy()
+    pair = Pair(p, mirror(p))
+    dropped: list[bytes] = []
+
+    def drop_first(side: object, data: bytes) -> bool:
+        if not dropped:
+            dropped.append(data)
+            return True
+        return False
+
+    pair.drop = drop_first
+    pair.connect()
+    assert not pair.a.of(IkeSaUp)
+    pair.advance(5)
+    _established(pair)
+    assert pair.a.sent[1].data == dropped[0]  # the same bytes went out again
+
+
+def test_duplicated_requests_get_the_cached_response() -> None:
+    p = policy()
+    pair = Pair(p, mirror(p))
+    pair.duplicate = True
+    pair.connect()
+    _established(pair)
+    # B answered each duplicate with the same cached bytes.
+    responses = [d.data for d in pair.b.sent]
+    assert len(responses) == 4 and responses[0] == responses[1] and responses[2] == responses[3]
+
+
+def test_no_answer_gives_up_after_the_retransmit_schedule() -> None:
+    p = policy()
+    pair = Pair(p, mirror(p))
+    pair.drop = lambda side, data: True
+    pair.connect()
+    pair.advance(200)
+    sends = [d for d in pair.a.sent]
+    assert len(sends) >= 6  # first try plus five retransmissions, then re-establish
+    assert pair.a.of(IkeSaDown)[0].reason == DownReason.TIMEOUT
+
+
+def test_transport_mode() -> None:
+    p = policy(mode="transport", esp="aes128gcm16")
+    pair = Pair(p, mirror(p))
+    pair.connect()
+    a, b = _established(pair)
+    assert a.info.mode == b.info.mode == "transport"
+    assert a.info.local_ts == ("198.51.100.1/32",)
+
+
+def test_mode_mismatch_is_refused() -> None:
+    p = policy(mode="transport")
+    pair = Pair(p, mirror(p, mode="tunnel"))
+    pair.connect()
+    assert not pair.a.of(ChildSaInstalled)
+    assert pair.a.of(ExchangeFailed)[0].notify == "NO_PROPOSAL_CHOSEN"
+
+
+def test_remote_id_mismatch_fails_authentication() -> None:
+    p = policy()
+    from core.ike.policy import Identity
+
+    pair = Pair(p, mirror(p, remote_id=Identity.parse("fqdn:someone.else")))
+    pair.connect()
+    assert pair.b.of(IkeSaDown)[0].reason == DownReason.AUTH_FAILED
+    assert pair.a.of(IkeSaDown)[0].reason == DownReason.AUTH_FAILED
+
+
+def test_disconnect_deletes_both_sides() -> None:
+    p = policy()
+    pair = Pair(p, mirror(p))
+    pair.connect()
+    pair.a.endpoint.disconnect("peer", pair.now)
+    pair.deliver()
+    assert pair.a.of(IkeSaDown)[-1].reason == DownReason.DELETED_BY_US
+    assert pair.b.of(IkeSaDown)[-1].reason == DownReason.DELETED_BY_PEER
+    assert pair.b.endpoint.current_sa("peer") is None
+    sa = pair.a.endpoint.current_sa("peer")
+    assert sa is None or sa.state == IkeState.DESTROYED
