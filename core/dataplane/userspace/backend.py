@@ -1,0 +1,475 @@
+"""The userspace dataplane: TUN devices + ESP in Python, driven by asyncio.
+
+Outbound: the kernel routes a packet into TUN ipsecN; `loop.add_reader` drains up to 64
+packets per callback, clamps the TCP MSS, protects each with the interface's newest
+outbound SA and sends it -- in UDP from the daemon's port-4500 socket (RFC 3948) or as raw
+ESP (IP protocol 50, one raw socket per address family, opened lazily).  The kernel
+builds the outer header, so its ToS stays 0 whatever the inner packet carries.
+
+Inbound: raw ESP arrives on the same raw sockets (IPv4 ones include the IP header, which
+is stripped); UDP-encapsulated ESP is handed over by the daemon through
+`handle_encapsulated_esp`.  The SA is found by SPI, the packet decapsulated and written
+to the interface's TUN.  Bad packets are counted, never raised.
+
+A one-second tick reports SA expiry and notes last use.  The module runs in the current
+network namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import socket
+from collections.abc import Callable, Iterator
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from core.dataplane.api import DataplaneError
+from core.dataplane.model import (
+    DataplaneEvent,
+    Direction,
+    InterfaceCounters,
+    InterfaceSpec,
+    SaCounters,
+    SaExpired,
+    SaSpec,
+    TrafficWhileDown,
+)
+from core.dataplane.mss import clamp_mss
+from core.dataplane.userspace.esp import DropKind, EspDropped, EspSa, EspSaError, EspSendRefused
+from core.dataplane.userspace.tun import (
+    TUN_NAME,
+    LinkConfig,
+    disable_ipv6_forwarding,
+    open_tun,
+)
+
+DRAIN_BATCH = 64  # packets per reader callback (NOTES.md: as fast as a selectors loop)
+TICK_SECONDS = 1.0
+IPPROTO_ESP = 50
+IP_PKTINFO = 8  # linux/in.h; the socket module does not export it
+_MAX_PACKET = 65535
+
+SaKey = tuple[int, Direction, int]
+
+
+class _Interface:
+    __slots__ = (
+        "fd",
+        "index",
+        "last_down_event",
+        "outbound",
+        "routes",
+        "rx_bytes",
+        "rx_errors",
+        "rx_packets",
+        "spec",
+        "tx_bytes",
+        "tx_dropped_down",
+        "tx_errors",
+        "tx_packets",
+        "up",
+    )
+
+    def __init__(self, spec: InterfaceSpec, fd: int, index: int) -> None:
+        self.spec = spec
+        self.fd = fd
+        self.index = index
+        self.up = False
+        self.routes: set[ipaddress.IPv4Network] = set()
+        self.outbound: _Sa | None = None
+        self.last_down_event = float("-inf")
+        self.rx_bytes = self.rx_packets = self.rx_errors = 0
+        self.tx_bytes = self.tx_packets = self.tx_errors = self.tx_dropped_down = 0
+
+    def counters(self) -> InterfaceCounters:
+        return InterfaceCounters(
+            rx_bytes=self.rx_bytes,
+            rx_packets=self.rx_packets,
+            tx_bytes=self.tx_bytes,
+            tx_packets=self.tx_packets,
+            rx_errors=self.rx_errors,
+            tx_errors=self.tx_errors,
+            tx_dropped_down=self.tx_dropped_down,
+        )
+
+
+class _Sa:
+    """An installed SA: its ESP state, its interface and how to reach the peer."""
+
+    __slots__ = ("ancillary", "destination", "esp", "interface")
+
+    def __init__(self, esp: EspSa, interface: _Interface) -> None:
+        self.esp = esp
+        self.interface = interface
+        spec = esp.spec
+        port = spec.encap.dport if spec.encap is not None else 0
+        self.destination = (str(spec.dst), port)
+        # Raw ESP leaves from the SA's source address (IP_PKTINFO / IPV6_PKTINFO).
+        if spec.src.version == 4:
+            pktinfo = struct_in_pktinfo(spec.src.packed)
+            self.ancillary = [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)]
+        else:
+            in6_pktinfo = spec.src.packed + bytes(4)  # {in6_addr addr; int ifindex}
+            self.ancillary = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, in6_pktinfo)]
+
+
+def struct_in_pktinfo(source: bytes) -> bytes:
+    """struct in_pktinfo {int ifindex; in_addr spec_dst; in_addr addr} for a source."""
+    return bytes(4) + source + bytes(4)
+
+
+class UserspaceDataplane:
+    """`Dataplane` over TUN devices with ESP in Python; see the module docstring."""
+
+    name = "userspace"
+
+    def __init__(self) -> None:
+        self._links = LinkConfig()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_event: Callable[[DataplaneEvent], None] = lambda event: None
+        self._interfaces: dict[str, _Interface] = {}
+        self._by_if_id: dict[int, _Interface] = {}
+        self._sas: dict[SaKey, _Sa] = {}
+        self._inbound: dict[int, _Sa] = {}  # by SPI
+        self._raw_sockets: dict[int, socket.socket] = {}  # by address family
+        self._encap_sockets: dict[int, socket.socket] = {}
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self.unknown_spi_drops = 0  # inbound ESP for no installed SA
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self, on_event: Callable[[DataplaneEvent], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._on_event = on_event
+        if not os.path.exists("/dev/net/tun"):
+            raise DataplaneError("userspace dataplane: /dev/net/tun is missing")
+        await self._links.open()
+        with _netlink_errors("removing leftovers of an earlier run"):
+            for index, _name in await self._links.our_tun_links():
+                await self._links.delete_link(index)
+            for prefix in await self._links.our_guards():
+                await self._links.delete_guard(prefix)
+        self._tick_handle = self._loop.call_later(TICK_SECONDS, self._tick)
+
+    async def stop(self) -> None:
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        for name in list(self._interfaces):
+            await self.delete_interface(name)
+        self._sas.clear()
+        self._inbound.clear()
+        for raw in self._raw_sockets.values():
+            self._require_loop().remove_reader(raw.fileno())
+            raw.close()
+        self._raw_sockets.clear()
+        self._encap_sockets.clear()
+        self._links.close()
+
+    # -- interfaces ------------------------------------------------------------------
+    async def create_interface(self, spec: InterfaceSpec) -> None:
+        loop = self._require_loop()
+        if not TUN_NAME.fullmatch(spec.name):
+            raise DataplaneError(f"{spec.name}: interface names are ipsec0..ipsec63")
+        if spec.name in self._interfaces or spec.if_id in self._by_if_id:
+            raise DataplaneError(f"{spec.name}: name or if_id {spec.if_id:#x} in use")
+        _check_interface(spec)
+        try:
+            fd = open_tun(spec.name)
+        except OSError as error:
+            raise DataplaneError(f"{spec.name}: cannot create the TUN device: {error}") from None
+        try:
+            with _netlink_errors(f"{spec.name}: configuring the new interface"):
+                interface = _Interface(spec, fd, await self._links.ifindex(spec.name))
+                await self._configure(interface, spec, set_address=True)
+                disable_ipv6_forwarding(spec.name)
+        except BaseException:
+            os.close(fd)  # the device and everything on it disappear with the fd
+            with contextlib.suppress(NetlinkError, DataplaneError):
+                await self._remove_guards_of(spec, set())
+            raise
+        self._interfaces[spec.name] = interface
+        self._by_if_id[spec.if_id] = interface
+        loop.add_reader(fd, self._on_tun_readable, interface)
+
+    async def update_interface(self, spec: InterfaceSpec) -> None:
+        interface = self._interface(spec.name)
+        if spec.if_id != interface.spec.if_id:
+            raise DataplaneError(f"{spec.name}: if_id cannot change in place")
+        _check_interface(spec)
+        with _netlink_errors(f"{spec.name}: updating"):
+            old = interface.spec
+            if old.address != spec.address and old.address and old.address.network.prefixlen < 32:
+                await self._links.delete_guard(old.address.network)
+            await self._configure(interface, spec, set_address=old.address != spec.address)
+            interface.spec = spec
+            if interface.up and old.borrowed_source != spec.borrowed_source:
+                await self._install_routes(interface)
+
+    async def delete_interface(self, name: str) -> None:
+        interface = self._interfaces.pop(name, None)
+        if interface is None:
+            return
+        del self._by_if_id[interface.spec.if_id]
+        self._require_loop().remove_reader(interface.fd)
+        os.close(interface.fd)
+        for key in [key for key, sa in self._sas.items() if sa.interface is interface]:
+            self._forget_sa(key)
+        with _netlink_errors(f"{name}: removing its guard routes"):
+            await self._remove_guards_of(interface.spec, interface.routes)
+
+    async def set_link(self, name: str, up: bool) -> None:
+        interface = self._interface(name)
+        with _netlink_errors(f"{name}: setting the link {'up' if up else 'down'}"):
+            await self._links.set_up(interface.index, up)
+            interface.up = up
+            if up:  # Linux dropped the device routes when the link went down
+                await self._install_routes(interface)
+
+    async def add_route(self, name: str, prefix: ipaddress.IPv4Network) -> None:
+        interface = self._interface(name)
+        with _netlink_errors(f"{name}: adding the route {prefix}"):
+            await self._links.replace_guard(prefix)
+            if interface.up:
+                await self._links.replace_route(
+                    interface.index, prefix, interface.spec.borrowed_source
+                )
+        interface.routes.add(prefix)
+
+    async def delete_route(self, name: str, prefix: ipaddress.IPv4Network) -> None:
+        interface = self._interfaces.get(name)
+        if interface is None or prefix not in interface.routes:
+            return
+        interface.routes.discard(prefix)
+        with contextlib.suppress(NetlinkError):
+            await self._links.delete_route(interface.index, prefix)
+        with contextlib.suppress(NetlinkError):
+            await self._links.delete_guard(prefix)
+
+    # -- SAs and policies ------------------------------------------------------------
+    async def add_sa(self, sa: SaSpec) -> None:
+        loop = self._require_loop()
+        interface = self._by_if_id.get(sa.if_id)
+        if interface is None:
+            raise DataplaneError(f"SA {sa.spi:#010x}: no interface has if_id {sa.if_id:#x}")
+        other = self._inbound.get(sa.spi)
+        if sa.direction is Direction.IN and other and other.interface is not interface:
+            raise DataplaneError(f"SA {sa.spi:#010x}: SPI in use by {other.interface.spec.name}")
+        try:
+            state = _Sa(EspSa(sa, loop.time()), interface)
+        except EspSaError as error:
+            raise DataplaneError(str(error)) from None
+        if sa.encap is None:
+            self._raw_socket(socket.AF_INET if sa.dst.version == 4 else socket.AF_INET6)
+        key = (sa.spi, sa.direction, sa.if_id)
+        self._forget_sa(key)
+        self._sas[key] = state
+        if sa.direction is Direction.IN:
+            self._inbound[sa.spi] = state
+        else:
+            interface.outbound = state  # the newest outbound SA carries the traffic
+
+    async def delete_sa(self, spi: int, direction: Direction, if_id: int) -> None:
+        self._forget_sa((spi, direction, if_id))
+
+    async def add_policies(self, if_id: int) -> None:
+        # Routing into the TUN is the policy here: nothing to install, only checked.
+        if if_id not in self._by_if_id:
+            raise DataplaneError(f"policies: no interface has if_id {if_id:#x}")
+
+    async def delete_policies(self, if_id: int) -> None:
+        return None
+
+    # -- ESP in UDP ------------------------------------------------------------------
+    def register_encap_socket(self, sock: socket.socket) -> None:
+        self._encap_sockets[sock.family] = sock
+
+    def handle_encapsulated_esp(
+        self, packet: bytes, local: tuple[str, int], remote: tuple[str, int]
+    ) -> None:
+        self._receive(packet)
+
+    # -- counters --------------------------------------------------------------------
+    async def sa_counters(self, spi: int, direction: Direction, if_id: int) -> SaCounters:
+        state = self._sas.get((spi, direction, if_id))
+        if state is None:
+            raise DataplaneError(f"SA {spi:#010x} {direction.value} if_id {if_id:#x}: no such SA")
+        return state.esp.counters()
+
+    async def interface_counters(self, name: str) -> InterfaceCounters:
+        return self._interface(name).counters()
+
+    # -- the packet paths --------------------------------------------------------------
+    def _on_tun_readable(self, interface: _Interface) -> None:
+        fd = interface.fd
+        for _ in range(DRAIN_BATCH):
+            try:
+                packet = os.read(fd, _MAX_PACKET)
+            except BlockingIOError:
+                return
+            except OSError:
+                interface.tx_errors += 1
+                return
+            self._send(interface, packet)
+
+    def _send(self, interface: _Interface, packet: bytes) -> None:
+        if not packet or packet[0] >> 4 != 4:
+            return  # IPv6 (link-local chatter) is not carried through the tunnel
+        state = interface.outbound
+        if state is None:
+            interface.tx_dropped_down += 1
+            self._traffic_while_down(interface)
+            return
+        if interface.spec.tcp_mss is not None:
+            packet = clamp_mss(packet, interface.spec.tcp_mss)
+        try:
+            esp = state.esp.encapsulate(packet)
+            if state.esp.spec.encap is not None:
+                self._encap_sockets[_family(state)].sendto(esp, state.destination)
+            else:
+                raw = self._raw_sockets[_family(state)]
+                raw.sendmsg([esp], state.ancillary, 0, state.destination)
+        except (EspSendRefused, OSError, KeyError):
+            interface.tx_errors += 1
+            return
+        interface.tx_packets += 1
+        interface.tx_bytes += len(packet)
+
+    def _on_raw_readable(self, raw: socket.socket) -> None:
+        strip_ip_header = raw.family == socket.AF_INET
+        for _ in range(DRAIN_BATCH):
+            try:
+                data = raw.recv(_MAX_PACKET)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            if strip_ip_header:
+                if not data:
+                    continue
+                data = data[(data[0] & 0x0F) * 4 :]
+            self._receive(data)
+
+    def _receive(self, esp: bytes) -> None:
+        state = self._inbound.get(int.from_bytes(esp[:4], "big")) if len(esp) >= 8 else None
+        if state is None:
+            self.unknown_spi_drops += 1
+            return
+        interface = state.interface
+        try:
+            packet = state.esp.decapsulate(esp)
+        except EspDropped as dropped:
+            if dropped.kind is not DropKind.DUMMY:
+                interface.rx_errors += 1
+            return
+        if interface.spec.tcp_mss is not None:
+            packet = clamp_mss(packet, interface.spec.tcp_mss)
+        try:
+            os.write(interface.fd, packet)
+        except OSError:  # link down (EIO) or the queue is full
+            interface.rx_errors += 1
+            return
+        interface.rx_packets += 1
+        interface.rx_bytes += len(packet)
+
+    def _traffic_while_down(self, interface: _Interface) -> None:
+        now = self._require_loop().time()
+        if now - interface.last_down_event >= TICK_SECONDS:  # like the kernel's ACQUIRE
+            interface.last_down_event = now
+            self._on_event(
+                TrafficWhileDown(if_id=interface.spec.if_id, interface=interface.spec.name)
+            )
+
+    def _tick(self) -> None:
+        loop = self._require_loop()
+        now = loop.time()
+        for state in list(self._sas.values()):
+            spec = state.esp.spec
+            for kind in state.esp.poll(now):
+                self._on_event(
+                    SaExpired(spi=spec.spi, direction=spec.direction, kind=kind, if_id=spec.if_id)
+                )
+        self._tick_handle = loop.call_later(TICK_SECONDS, self._tick)
+
+    # -- helpers ---------------------------------------------------------------------
+    def _require_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise DataplaneError("the userspace dataplane is not started")
+        return self._loop
+
+    def _interface(self, name: str) -> _Interface:
+        try:
+            return self._interfaces[name]
+        except KeyError:
+            raise DataplaneError(f"{name}: no such interface") from None
+
+    def _raw_socket(self, family: int) -> socket.socket:
+        raw = self._raw_sockets.get(family)
+        if raw is None:
+            try:
+                raw = socket.socket(family, socket.SOCK_RAW, IPPROTO_ESP)
+            except OSError as error:
+                raise DataplaneError(f"cannot open a raw ESP socket: {error}") from None
+            raw.setblocking(False)
+            self._raw_sockets[family] = raw
+            self._require_loop().add_reader(raw.fileno(), self._on_raw_readable, raw)
+        return raw
+
+    def _forget_sa(self, key: SaKey) -> None:
+        state = self._sas.pop(key, None)
+        if state is None:
+            return
+        if self._inbound.get(key[0]) is state:
+            del self._inbound[key[0]]
+        interface = state.interface
+        if interface.outbound is state:
+            remaining = [
+                other for other in self._sas.values()
+                if other.interface is interface and other.esp.spec.direction is Direction.OUT
+            ]  # fmt: skip
+            interface.outbound = remaining[-1] if remaining else None
+
+    async def _configure(
+        self, interface: _Interface, spec: InterfaceSpec, *, set_address: bool
+    ) -> None:
+        await self._links.set_mtu(interface.index, spec.mtu)
+        if set_address:
+            await self._links.set_address(interface.index, spec.address)
+        if spec.address is not None and spec.address.network.prefixlen < 32:
+            await self._links.replace_guard(spec.address.network)
+
+    async def _install_routes(self, interface: _Interface) -> None:
+        for prefix in interface.routes:
+            await self._links.replace_route(interface.index, prefix, interface.spec.borrowed_source)
+
+    async def _remove_guards_of(
+        self, spec: InterfaceSpec, routes: set[ipaddress.IPv4Network]
+    ) -> None:
+        prefixes = set(routes)
+        if spec.address is not None and spec.address.network.prefixlen < 32:
+            prefixes.add(spec.address.network)
+        for prefix in prefixes:
+            with contextlib.suppress(NetlinkError):
+                await self._links.delete_guard(prefix)
+
+
+def _family(state: _Sa) -> int:
+    return socket.AF_INET if state.esp.spec.dst.version == 4 else socket.AF_INET6
+
+
+def _check_interface(spec: InterfaceSpec) -> None:
+    if not 68 <= spec.mtu <= 65535:
+        raise DataplaneError(f"{spec.name}: MTU {spec.mtu} outside 68..65535")
+    if spec.tcp_mss is not None and not 88 <= spec.tcp_mss <= 65495:
+        raise DataplaneError(f"{spec.name}: TCP MSS {spec.tcp_mss} outside 88..65495")
+
+
+@contextlib.contextmanager
+def _netlink_errors(what: str) -> Iterator[None]:
+    """Turn pyroute2's NetlinkError into a DataplaneError that names what failed."""
+    try:
+        yield
+    except NetlinkError as error:
+        raise DataplaneError(f"{what}: {error}") from None
