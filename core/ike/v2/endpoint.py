@@ -31,7 +31,8 @@ from core.ike.policy import PeerPolicy
 from core.ike.v2.header import peek_header
 from core.ike.v2.message import Message, decode_message, encode_message
 from core.ike.v2.payloads import NotifyPayload
-from core.ike.v2.sa import Datagram, IkeSa, IkeState
+from core.ike.v2.sa import Datagram, IkeSa
+from core.ike.v2.state import IkeState
 from core.ike.v2.tasks.ike_delete import IkeDelete
 from core.ike.v2.tasks.ike_init import IkeInit, respond_ike_sa_init
 
@@ -349,10 +350,13 @@ class Ikev2Endpoint:
             if successor is not None:
                 peer.current = successor
         elif isinstance(event, IkeSaDown):
-            if peer is None or peer.current is not sa:
-                if event.reason == DownReason.REPLACED:
-                    return  # a superseded SA closing: not news
-            elif peer.current is sa:
+            if peer is not None and peer.current is not None and peer.current is not sa:
+                # Another SA carries this peer: one superseded or redundant SA closing
+                # is not news for the operator.
+                self._log(sa.name, "debug", f"IKE SA {event.spi_i}/{event.spi_r} closed "
+                          f"({event.reason.value}); another SA is current")
+                return
+            if peer is not None and peer.current is sa:
                 peer.current = None
                 self._schedule_retry(peer, event.reason, now)
         self.events.append(event)

@@ -9,7 +9,6 @@ its cached response to a retransmitted request.
 
 from __future__ import annotations
 
-import enum
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,21 +45,13 @@ from core.ike.v2.child import ChildSa, ChildState
 from core.ike.v2.message import Message, decode_message, encode_message
 from core.ike.v2.payloads import NotifyPayload, Payload
 from core.ike.v2.proposals import Negotiated
+from core.ike.v2.state import IkeState
 
 if TYPE_CHECKING:
     from core.ike.v2.tasks.base import Task
 
 KEEPALIVE_INTERVAL = 20.0
 MAX_RESPONSE_CACHE = 1
-
-
-class IkeState(enum.Enum):
-    CONNECTING = "connecting"
-    ESTABLISHED = "established"
-    REKEYING = "rekeying"  # our IKE SA rekey is in flight
-    REKEYED = "rekeyed"  # replaced by a successor; only its DELETE is left
-    DELETING = "deleting"
-    DESTROYED = "destroyed"
 
 
 @dataclass(frozen=True)
@@ -394,7 +385,7 @@ class IkeSa:
             self._report(error, message.exchange_type.name if isinstance(
                 message.exchange_type, ExchangeType) else str(message.exchange_type), now)
             self._answer(message.exchange_type, message_id, payloads, now)
-            if not self.is_established:
+            if self.state == IkeState.CONNECTING:
                 self.destroy(_reason_of(error), now, detail=str(error))
             return
         self._answer(message.exchange_type, message_id, payloads, now)

@@ -6,6 +6,7 @@ duplicating what a test asks for, and advances time from timer to timer.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -124,6 +125,27 @@ class Pair:
                 break
         self.a.events += self.a.endpoint.pop_events()
         self.b.events += self.b.endpoint.pop_events()
+
+    def deliver_shuffled(self, rng: random.Random, steps: int = 500) -> None:
+        """Deliver pending datagrams one at a time in a random order (reordering)."""
+        pool: list[tuple[Side, Side, Datagram]] = []
+        for _ in range(steps):
+            for sender, receiver in ((self.a, self.b), (self.b, self.a)):
+                sender.events += sender.endpoint.pop_events()
+                for datagram in sender.endpoint.pop_datagrams():
+                    sender.sent.append(datagram)
+                    pool.append((sender, receiver, datagram))
+            if not pool:
+                break
+            sender, receiver, datagram = pool.pop(rng.randrange(len(pool)))
+            src, dst = self._translate(sender, datagram)
+            data = datagram.data
+            if data == NAT_KEEPALIVE or self.drop(sender, data):
+                continue
+            if dst.port == 4500:
+                data = data[4:]
+            receiver.endpoint.receive(data, dst, src, self.now)
+        self.deliver()
 
     def advance(self, seconds: float) -> None:
         """Run both endpoints' timers until `seconds` have passed."""

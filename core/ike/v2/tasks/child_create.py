@@ -31,6 +31,7 @@ from core.ike.v2 import ts as ts_mod
 from core.ike.v2.child import ChildSa, ChildState
 from core.ike.v2.message import Message
 from core.ike.v2.payloads import KePayload, NoncePayload, Payload, SaPayload, TsPayload
+from core.ike.v2.state import IkeState
 from core.ike.v2.tasks.base import Task
 from core.ike.v2.tasks.common import (
     NONCE_SIZE,
@@ -77,8 +78,6 @@ class ChildCreate(Task):
         self.sibling: ChildSa | None = None
 
     def can_start(self, sa: IkeSa) -> bool:
-        from core.ike.v2.sa import IkeState
-
         if sa.state != IkeState.ESTABLISHED:
             return False
         old = self.rekey_of
@@ -195,6 +194,8 @@ class ChildCreate(Task):
                 sa.queue(ChildCreate(old, DhGroup(wanted)), first=True)
                 return
         if kind == NotifyType.CHILD_SA_NOT_FOUND and old is not None:
+            if old not in sa.children or self.sibling is not None:
+                return  # already replaced by the peer's rekey of it, and then deleted
             sa.log("warning", f"peer does not know Child SA {old.spi_in:08x}: creating anew")
             sa.remove_child(old, "unknown to the peer", now)
             sa.queue(ChildCreate(), first=True)
@@ -209,8 +210,6 @@ class ChildCreate(Task):
 
 
 def respond_create_child(sa: IkeSa, message: Message, now: float) -> Payloads:
-    from core.ike.v2.sa import IkeState
-
     if sa.state != IkeState.ESTABLISHED:
         raise TemporaryFailure("the IKE SA is being rekeyed or closed")
     old = _rekeyed_child(sa, message)

@@ -9,6 +9,7 @@ from core.ike.errors import IkeError
 from core.ike.events import DownReason
 from core.ike.v2.message import Message
 from core.ike.v2.payloads import DeletePayload, Payload
+from core.ike.v2.state import IkeState
 from core.ike.v2.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -25,8 +26,6 @@ class IkeDelete(Task):
         self.detail = detail
 
     def build(self, sa: IkeSa, now: float) -> list[tuple[int, Payload]]:
-        from core.ike.v2.sa import IkeState
-
         if sa.state != IkeState.REKEYED:
             sa.state = IkeState.DELETING
         return [(PayloadType.DELETE, DeletePayload(ProtocolId.IKE, ()))]
@@ -45,8 +44,6 @@ class IkeDelete(Task):
         return DELETE_TRIES
 
     def _finish(self, sa: IkeSa, now: float) -> None:
-        from core.ike.v2.sa import IkeState
-
         replaced = sa.state == IkeState.REKEYED
         sa.destroy(DownReason.REPLACED if replaced else self.reason, now, detail=self.detail,
                    keep_children=replaced)

@@ -28,6 +28,7 @@ from core.ike.events import DownReason, IkeSaRekeyed
 from core.ike.v2 import proposals
 from core.ike.v2.message import Message
 from core.ike.v2.payloads import KePayload, NoncePayload, Payload, SaPayload
+from core.ike.v2.state import IkeState
 from core.ike.v2.tasks.base import Task
 from core.ike.v2.tasks.common import NONCE_SIZE, Payloads, error_notify, nonce_of
 from core.ike.v2.tasks.ike_init import _offer_with_group_first, ke_of, sa_of
@@ -59,9 +60,13 @@ def _successor(sa: IkeSa, *, initiator: bool, spi_i: bytes, spi_r: bytes, nonce_
     return new
 
 
-def _move_children(source: IkeSa, target: IkeSa) -> None:
-    target.children.extend(source.children)
-    source.children = []
+def adopt(old: IkeSa, successor: IkeSa) -> None:
+    """`successor` replaces `old`: the Child SAs move over and `old` waits for its DELETE."""
+    successor.children.extend(old.children)
+    old.children = []
+    old.state = IkeState.REKEYED
+    old.drop_queued(lambda t: isinstance(t, IkeRekey))
+    old.events.append(IkeSaRekeyed(old.info(), successor.info()))
 
 
 class IkeRekey(Task):
@@ -74,13 +79,9 @@ class IkeRekey(Task):
         self.key_exchange: KeyExchange | None = None
 
     def can_start(self, sa: IkeSa) -> bool:
-        from core.ike.v2.sa import IkeState
-
         return sa.state == IkeState.ESTABLISHED
 
     def build(self, sa: IkeSa, now: float) -> list[tuple[int, Payload]]:
-        from core.ike.v2.sa import IkeState
-
         assert sa.negotiated is not None and sa.negotiated.dh is not None
         sa.state = IkeState.REKEYING
         sa.peer_ike_rekey = None
@@ -95,8 +96,6 @@ class IkeRekey(Task):
                 (PayloadType.KE, KePayload(group, self.key_exchange.public_value))]
 
     def process(self, sa: IkeSa, message: Message, raw: bytes, now: float) -> bool:
-        from core.ike.v2.sa import IkeState
-
         error = error_notify(message)
         if error is not None:
             self._handle_error(sa, error.notify_type, error.data, now)
@@ -117,36 +116,30 @@ class IkeRekey(Task):
                          nonce_i=self.nonce, nonce_r=nonce_r, chosen=chosen, shared=shared,
                          now=now)
         sa.spawned.append(new)
-        theirs = sa.peer_ike_rekey
-        if theirs is not None and min(self.nonce, nonce_r) < min(theirs.nonce_i,
-                                                                 theirs.nonce_r):
-            # Lost the collision: ours is redundant; the children stay on theirs.
-            sa.state = IkeState.REKEYED
-            sa.log("info", "IKE rekey collision lost: deleting our redundant IKE SA")
-            from core.ike.v2.tasks.ike_delete import IkeDelete
+        from core.ike.v2.tasks.ike_delete import IkeDelete
 
+        theirs = sa.peer_ike_rekey
+        if theirs is not None and not theirs.gone and \
+                min(self.nonce, nonce_r) < min(theirs.nonce_i, theirs.nonce_r):
+            # Lost the collision: ours is redundant, the children go to theirs and the
+            # peer deletes the old SA.
+            sa.log("info", "IKE rekey collision lost: deleting our redundant IKE SA")
+            adopt(sa, theirs)
             new.state = IkeState.REKEYED  # closes without reporting the peer down
             new.queue(IkeDelete(DownReason.REPLACED, detail="redundant after a collision"))
             return False
         if theirs is not None:
             sa.log("info", "IKE rekey collision won: the peer deletes its redundant IKE SA")
-            _move_children(theirs, new)
             theirs.state = IkeState.REKEYED
-        else:
-            _move_children(sa, new)
-        sa.state = IkeState.REKEYED
-        sa.events.append(IkeSaRekeyed(sa.info(), new.info()))
-        from core.ike.v2.tasks.ike_delete import IkeDelete
-
+        adopt(sa, new)
         sa.queue(IkeDelete(DownReason.REPLACED), first=True)
         return False
 
     def _handle_error(self, sa: IkeSa, kind: int, data: bytes, now: float) -> None:
-        from core.ike.v2.sa import IkeState
-
         sa.state = IkeState.ESTABLISHED if sa.state == IkeState.REKEYING else sa.state
-        if sa.peer_ike_rekey is not None:
-            sa.state = IkeState.REKEYED  # the peer's rekey went through
+        theirs = sa.peer_ike_rekey
+        if theirs is not None and not theirs.gone:
+            adopt(sa, theirs)  # the peer's rekey went through; it deletes the old SA
             return
         if kind == NotifyType.TEMPORARY_FAILURE:
             sa.defer(IkeRekey(self.group), now + sa.rng.uniform(*RETRY_DELAY))
@@ -161,8 +154,6 @@ class IkeRekey(Task):
         raise IkeError(f"peer refused the IKE SA rekey: {name}")
 
     def failed(self, sa: IkeSa, error: IkeError, now: float) -> None:
-        from core.ike.v2.sa import IkeState
-
         if sa.state == IkeState.REKEYING:
             sa.state = IkeState.ESTABLISHED
         # Try again later; the hard lifetime still closes the SA if it never works.
@@ -170,7 +161,6 @@ class IkeRekey(Task):
 
 
 def respond_ike_rekey(sa: IkeSa, message: Message, now: float) -> Payloads:
-    from core.ike.v2.sa import IkeState
     from core.ike.v2.tasks.child_create import ChildCreate
     from core.ike.v2.tasks.child_delete import ChildDelete
 
@@ -193,15 +183,13 @@ def respond_ike_rekey(sa: IkeSa, message: Message, now: float) -> Payloads:
     our_spi = sa.rng.bytes(8)
     new = _successor(sa, initiator=False, spi_i=proposal.spi, spi_r=our_spi, nonce_i=nonce_i,
                      nonce_r=nonce_r, chosen=chosen, shared=shared, now=now)
-    _move_children(sa, new)
     sa.spawned.append(new)
-    sa.events.append(IkeSaRekeyed(sa.info(), new.info()))
     if sa.state == IkeState.REKEYING:
-        sa.peer_ike_rekey = new  # collision: settled when our own rekey completes
+        # Collision: the Child SAs stay here until our own rekey settles who won.
+        sa.peer_ike_rekey = new
         sa.log("info", "IKE rekey collision")
     else:
-        sa.state = IkeState.REKEYED
-        sa.drop_queued(lambda t: isinstance(t, IkeRekey))
+        adopt(sa, new)
     return [
         (PayloadType.SA, SaPayload((proposals.negotiated_to_proposal(
             chosen, proposal.number, ProtocolId.IKE, our_spi),))),

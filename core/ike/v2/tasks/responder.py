@@ -10,6 +10,7 @@ from core.ike.errors import IkeError, InvalidSyntax
 from core.ike.events import DownReason
 from core.ike.v2.message import Message
 from core.ike.v2.payloads import DeletePayload, SaPayload
+from core.ike.v2.state import IkeState
 from core.ike.v2.tasks.common import Payloads
 
 if TYPE_CHECKING:
@@ -17,8 +18,6 @@ if TYPE_CHECKING:
 
 
 def respond(sa: IkeSa, message: Message, raw: bytes, now: float) -> Payloads:
-    from core.ike.v2.sa import IkeState
-
     exchange = message.exchange_type
     if exchange == ExchangeType.IKE_AUTH:
         if sa.state != IkeState.CONNECTING or sa.initiator:
@@ -46,7 +45,6 @@ def respond(sa: IkeSa, message: Message, raw: bytes, now: float) -> Payloads:
 
 
 def _respond_informational(sa: IkeSa, message: Message, now: float) -> Payloads:
-    from core.ike.v2.sa import IkeState
     from core.ike.v2.tasks.child_delete import respond_child_delete
 
     payloads: Payloads = []
@@ -56,7 +54,13 @@ def _respond_informational(sa: IkeSa, message: Message, now: float) -> Payloads:
         if payload.protocol == ProtocolId.IKE:
             # Close after our (empty) answer has gone out.  Child SAs that already moved
             # to a successor (rekey, or our side of a rekey collision) survive.
-            keep = sa.state == IkeState.REKEYED or sa.peer_ike_rekey is not None
+            theirs = sa.peer_ike_rekey
+            if sa.state == IkeState.REKEYING and theirs is not None and not theirs.gone:
+                # Rekey collision, and the peer deletes the old SA: the peer won.
+                from core.ike.v2.tasks.ike_rekey import adopt
+
+                adopt(sa, theirs)
+            keep = sa.state == IkeState.REKEYED
             reason = DownReason.REPLACED if keep else DownReason.DELETED_BY_PEER
             sa.on_after_response(partial(_close, sa, reason, keep))
             return []
