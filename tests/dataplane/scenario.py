@@ -113,9 +113,11 @@ class Agent:
         with contextlib.suppress(Exception):
             if self.process.poll() is None:
                 self.request("exit", timeout=10.0)
-        if self.process.poll() is None:
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-        self.process.wait(timeout=10)
+            self.process.wait(timeout=10)
         self._selector.close()
 
 

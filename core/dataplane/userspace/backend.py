@@ -51,6 +51,8 @@ TICK_SECONDS = 1.0
 IPPROTO_ESP = 50
 IP_PKTINFO = 8  # linux/in.h; the socket module does not export it
 _MAX_PACKET = 65535
+RAW_RCVBUF_BYTES = 4 << 20
+RAW_RCVBUF_OPTION = 33  # SO_RCVBUFFORCE: as root, past net.core.rmem_max
 
 SaKey = tuple[int, Direction, int]
 
@@ -413,6 +415,8 @@ class UserspaceDataplane:
             except OSError as error:
                 raise DataplaneError(f"cannot open a raw ESP socket: {error}") from None
             raw.setblocking(False)
+            with contextlib.suppress(OSError):  # absorb bursts while the loop is busy
+                raw.setsockopt(socket.SOL_SOCKET, RAW_RCVBUF_OPTION, RAW_RCVBUF_BYTES)
             self._raw_sockets[family] = raw
             self._require_loop().add_reader(raw.fileno(), self._on_raw_readable, raw)
         return raw
