@@ -85,7 +85,9 @@ class XfrmDataplane:
         self._installed_templates: dict[int, tuple[rq.PolicyTemplate, rq.PolicyTemplate]] = {}
 
     # -- plumbing ------------------------------------------------------------------
-    async def _run(self, what: str, work: Callable[[], T]) -> T:
+    async def _run(self, what: str, work: Callable[[], T], *, started: bool = True) -> T:
+        if started and self._xfrm is None:
+            raise DataplaneError(f"{what}: kernel dataplane used before start()")
         try:
             return await asyncio.to_thread(work)
         except _FAILURES as exc:
@@ -113,7 +115,7 @@ class XfrmDataplane:
             self._events = XfrmSocket(self._netns, groups=m.XFRMGRP_ACQUIRE | m.XFRMGRP_EXPIRE)
             self._links = Links(self._netns)
 
-        await self._run("opening netlink sockets", open_all)
+        await self._run("opening netlink sockets", open_all, started=False)
         await self._run("removing state an earlier run left", self._remove_all_ours)
         assert self._events is not None
         self._loop.add_reader(self._events.fileno(), self._read_events)

@@ -88,12 +88,18 @@ def decode(msg_type: int, raw: bytes) -> nlmsg | None:
 class XfrmSocket:
     """One NETLINK_XFRM socket; thread-safe for requests (one at a time)."""
 
-    def __init__(self, netns: str | None = None, groups: int = 0) -> None:
+    def __init__(
+        self, netns: str | None = None, groups: int = 0, *, sock: socket.socket | None = None
+    ) -> None:
+        """A new bound socket, or `sock` as it is (tests pass a scripted one)."""
+
         def make() -> socket.socket:
             return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_XFRM)
 
-        self._sock = in_netns(netns, make)
-        self._sock.bind((0, groups))
+        if sock is None:
+            sock = in_netns(netns, make)
+            sock.bind((0, groups))
+        self._sock = sock
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
 
