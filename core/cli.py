@@ -1,12 +1,14 @@
 """The `rbipsec` command line.
 
-Exit codes: 0 success; 1 other error; 2 bad usage or config problems (the problem lines go to
-stderr); 3 the command exists but its implementation has not landed yet.
+Exit codes: 0 success; 1 other error (including "the daemon is not running" and an error
+answer from the daemon); 2 bad usage or config problems (the problem lines go to stderr);
+3 the command exists but its implementation has not landed yet.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
@@ -14,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TextIO
 
-from core.config import DEFAULT_SOCKET, Config, PeerConfig, load
+from core.config import DEFAULT_SOCKET, Config, DataplaneChoice, PeerConfig, load
 from core.config.fields import NAME_PATTERN
 from core.errors import ConfigError, NotAvailableError, UsageError
 
@@ -93,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_locators(check, argparse.SUPPRESS, socket=False)
 
     daemon = _command(commands, "daemon", "run the core headless (IKE, dataplane)", _daemon)
+    daemon.add_argument(
+        "--dataplane",
+        choices=[choice.value for choice in DataplaneChoice],
+        help="override global.dataplane (auto: kernel XFRM interfaces if usable, else userspace)",
+    )
     _add_locators(daemon, argparse.SUPPRESS, socket=False)
 
     status = _command(commands, "status", "show tunnels, SAs and DPD state", _status)
@@ -102,10 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, summary in (
         ("up", "initiate the tunnel to PEER"),
         ("down", "close the tunnel to PEER (deletes its SAs)"),
-        ("rekey", "rekey the IKE and Child SAs of PEER now"),
+        ("rekey", "rekey the Child SAs of PEER now (--ike: its IKE SA)"),
     ):
         sub = _command(commands, name, summary, _peer_command)
         sub.add_argument("peer", metavar="PEER", type=_peer_name, help="a [[peer]] name")
+        if name == "rekey":
+            sub.add_argument("--ike", action="store_true", help="rekey the IKE SA instead")
         _add_locators(sub, argparse.SUPPRESS)
 
     reload = _command(commands, "reload", "make the daemon re-read its config", _reload)
@@ -189,31 +198,71 @@ def _describe_peer(peer: PeerConfig) -> str:
 
 
 def _daemon(args: argparse.Namespace) -> int:
-    raise NotAvailableError("rbipsec daemon: not available yet (the daemon runtime has not landed)")
+    path = find_config(args.config)
+    if path is None:
+        tried = ", ".join(str(candidate) for candidate in DEFAULT_CONFIG_PATHS)
+        raise ConfigError([f"rbipsec daemon: no config file found (tried {tried})"])
+    config = load(path)
+    from core.daemon.main import run
+
+    override = DataplaneChoice(args.dataplane) if args.dataplane else None
+    return run(config, override)
 
 
 def _console(args: argparse.Namespace) -> int:
     raise NotAvailableError("rbipsec console: not available yet (the console has not landed)")
 
 
-def _client_not_available(args: argparse.Namespace, what: str) -> int:
+def _ask(args: argparse.Namespace, cmd: str, **arguments: object) -> object:
+    """One request to the daemon; its failures become UsageError with a clear message."""
+    from core.daemon.control.client import CommandFailed, ControlClient
+
     socket = find_socket(args.config, args.socket)
-    raise NotAvailableError(
-        f"rbipsec {what}: not available yet (the control client has not landed; "
-        f"it would talk to {socket})"
-    )
+    with ControlClient(socket) as client:
+        try:
+            return client.request(cmd, **arguments)
+        except CommandFailed as failure:
+            if failure.problems:
+                raise ConfigError([str(failure), *failure.problems]) from None
+            raise
 
 
 def _status(args: argparse.Namespace) -> int:
-    return _client_not_available(args, "status")
+    status = _ask(args, "status")
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return EXIT_OK
+    from core.daemon.control.render import print_status
+
+    assert isinstance(status, dict)
+    print_status(status)
+    return EXIT_OK
 
 
 def _peer_command(args: argparse.Namespace) -> int:
-    return _client_not_available(args, f"{args.command} {args.peer}")
+    if args.command == "rekey":
+        result = _ask(args, "rekey", peer=args.peer, ike=args.ike)
+    else:
+        result = _ask(args, args.command, peer=args.peer)
+    assert isinstance(result, dict)
+    message = f"{args.peer}: {result.get('state') or result.get('rekeying', 'ok')}"
+    if result.get("note"):
+        message += f" ({result['note']})"
+    print(message)
+    return EXIT_OK
 
 
 def _reload(args: argparse.Namespace) -> int:
-    return _client_not_available(args, "reload")
+    result = _ask(args, "reload")
+    assert isinstance(result, dict)
+    changed = result.get("changed", {})
+    print(
+        f"reloaded: {len(result.get('added', []))} added, {len(result.get('removed', []))} "
+        f"removed, {len(changed)} changed, {len(result.get('unchanged', []))} unchanged"
+    )
+    for key in result.get("restart_needed", []):
+        print(f"note: global.{key} takes effect when the daemon restarts")
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -238,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except UsageError as error:
         print(f"rbipsec: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

@@ -1,0 +1,117 @@
+"""`rbipsec status` for humans: the status answer as a rich table plus details."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+_STATE_STYLE = {
+    "up": "bold green",
+    "connecting": "yellow",
+    "waiting": "cyan",
+    "down": "dim",
+    "disabled": "dim",
+    "error": "bold red",
+}
+
+
+def duration(seconds: float | None) -> str:
+    """1d02h, 3h04m, 5m06s, 7s; "-" for nothing."""
+    if seconds is None:
+        return "-"
+    value = int(max(0, seconds))
+    days, rest = divmod(value, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def amount(count: int) -> str:
+    for unit in ("", "K", "M", "G", "T"):
+        if count < 1000:
+            return f"{count}{unit}"
+        count //= 1000
+    return f"{count}P"
+
+
+def _endpoint(value: dict[str, Any] | None) -> str:
+    if not value:
+        return "-"
+    address, port = value.get("address"), value.get("port")
+    if port is None:
+        return str(address)
+    return f"[{address}]:{port}" if ":" in str(address) else f"{address}:{port}"
+
+
+def _nat(nat: dict[str, Any]) -> str:
+    if not nat.get("in_use"):
+        return "-"
+    parts = []
+    if nat.get("local_behind_nat"):
+        parts.append("local")
+    if nat.get("remote_behind_nat"):
+        parts.append("remote")
+    if nat.get("forced"):
+        parts.append("forced")
+    return ",".join(parts) or "yes"
+
+
+def _dpd(dpd: dict[str, Any]) -> str:
+    state = str(dpd.get("state"))
+    if state == "probing":
+        return f"probing {dpd.get('probes_outstanding')}/{int(dpd.get('retries', 0)) + 1}"
+    if state == "ok":
+        return f"ok {duration(dpd.get('last_heard_ago'))}"
+    return state
+
+
+def status_table(status: dict[str, Any]) -> Table:
+    daemon = status.get("daemon", {})
+    title = (
+        f"rbipsec: {daemon.get('peers_up', 0)}/{daemon.get('peers', 0)} up, "
+        f"dataplane {daemon.get('dataplane') or 'none'}"
+        + ("" if daemon.get("enabled") else " (route-based IPsec disabled)")
+    )
+    table = Table(title=title, title_justify="left", expand=False)
+    for column in ("peer", "if", "state", "local", "remote", "NAT", "SPI in/out",
+                   "rekey", "expires", "DPD", "in", "out"):  # fmt: skip
+        table.add_column(column, no_wrap=True)
+    table.add_column("last error", overflow="fold")
+    for peer in status.get("peers", []):
+        children = peer.get("child_sas") or []
+        child = next((c for c in children if c.get("outbound")), children[0] if children else None)
+        ike = peer.get("ike_sa") or {}
+        rekey = child.get("rekey_in") if child else ike.get("rekey_in")
+        expires = child.get("expire_in") if child else ike.get("expire_in")
+        traffic = peer.get("traffic", {})
+        error = peer.get("last_error") or {}
+        state = str(peer.get("state"))
+        table.add_row(
+            str(peer.get("name")),
+            str(peer.get("interface")),
+            Text(state, style=_STATE_STYLE.get(state, "")),
+            _endpoint(peer.get("local")),
+            _endpoint(peer.get("remote")),
+            _nat(peer.get("nat", {})),
+            f"{child['spi_in']}/{child['spi_out']}" if child else "-",
+            duration(rekey),
+            duration(expires),
+            _dpd(peer.get("dpd", {})),
+            f"{amount(traffic.get('bytes_in', 0))}B {amount(traffic.get('packets_in', 0))}p",
+            f"{amount(traffic.get('bytes_out', 0))}B {amount(traffic.get('packets_out', 0))}p",
+            str(error.get("message") or ""),
+        )
+    return table
+
+
+def print_status(status: dict[str, Any], console: Console | None = None) -> None:
+    (console or Console()).print(status_table(status))

@@ -1,0 +1,715 @@
+"""The daemon runtime: the sans-IO IKE engine, the dataplane and the sockets on one loop.
+
+The loop is: datagrams, timers, dataplane events and operator commands go into the
+engine; after each, `_pump` takes the engine's events and datagrams and posts them, as
+one job, to a single worker that applies the events to the dataplane and then sends the
+datagrams -- so a responder's SAs are installed before its IKE_AUTH answer leaves, and
+every dataplane call happens one at a time, in the engine's order.
+
+With `global.enabled = false` the daemon serves its control socket and touches nothing
+else: no dataplane, no UDP ports, no interfaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+from core.config import Config, DataplaneChoice, PeerConfig, diff, load
+from core.config.diff import PeerChange
+from core.crypto.random import RandomSource, SystemRandomSource
+from core.daemon import probe
+from core.daemon.bus import EventBus, Subscription, engine_event_json
+from core.daemon.netinfo import NetInfo, SystemNetInfo
+from core.daemon.peers import Glue, PeerRuntime
+from core.daemon.policy import peer_policy
+from core.daemon.reactions import apply_event, event_peer
+from core.daemon.status import Clock, PeerCounters, peer_state, peer_status
+from core.daemon.timers import DeadlineTimer, Periodic, iso_time, wall_time
+from core.daemon.transport import IKE_PORT, Transport, UdpTransport
+from core.dataplane.api import Dataplane, DataplaneError
+from core.dataplane.model import DataplaneEvent, Direction, ExpiryKind, SaExpired
+from core.errors import ConfigError, UsageError
+from core.ike.constants import NAT_KEEPALIVE, NAT_T_PORT, NON_ESP_MARKER
+from core.ike.events import Address, DownReason, IkeEvent, IkeSaDown, LogMessage
+from core.ike.policy import Timing
+from core.ike.v2.endpoint import Ikev2Endpoint
+from core.ike.v2.sa import Datagram
+from core.ike.v2.state import IkeState
+
+log = logging.getLogger("rbipsec.daemon")
+
+Job = Callable[[], Awaitable[Any]]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+DELETE_GRACE = 1.0  # seconds the engine gets to send DELETEs (and hear answers) at shutdown
+SETUP_RETRY = 10.0  # seconds between attempts for peers whose addresses could not be found
+INTERFACE_KEYS = frozenset({"mtu", "address", "tcp_mss", "routes"})
+RESTART_KEYS = ("socket", "dataplane")  # [global] keys that only a restart applies
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        dataplane: Dataplane | None = None,
+        dataplane_choice: DataplaneChoice | None = None,
+        transport_factory: Callable[[], Transport] = UdpTransport,
+        netinfo: NetInfo | None = None,
+        rng: RandomSource | None = None,
+        timing: Timing | None = None,
+    ) -> None:
+        self.config = config
+        self.bus = EventBus()
+        self.peers: dict[str, PeerRuntime] = {p.name: PeerRuntime(p) for p in config.peers}
+        self.engine: Ikev2Endpoint | None = None
+        self.dataplane: Dataplane | None = None
+        self.dataplane_reason = ""
+        self._injected_dataplane = dataplane
+        self._dataplane_choice = dataplane_choice
+        self._transport_factory = transport_factory
+        self.transport: Transport | None = None
+        self.netinfo: NetInfo = netinfo if netinfo is not None else SystemNetInfo()
+        self._rng: RandomSource = rng if rng is not None else SystemRandomSource()
+        self._timing = timing
+        self._glue: Glue | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._jobs: asyncio.Queue[tuple[Job, asyncio.Future[Any] | None]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._timer: DeadlineTimer | None = None
+        self._periodic: list[Periodic] = []
+        self._reload_lock = asyncio.Lock()
+        self._stop_requested: asyncio.Event | None = None
+        self._states: dict[str, str] = {}
+        self.started_at = time.time()
+        self.engine_errors = 0
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle ---
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "the daemon is not started"
+        return self._loop
+
+    @property
+    def enabled(self) -> bool:
+        return self.engine is not None
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        self._jobs = asyncio.Queue()
+        self._worker = asyncio.ensure_future(self._run_worker())
+        if self.config.global_.enabled:
+            await self._enable()
+        else:
+            log.warning(
+                "route-based IPsec is disabled (global.enabled = false): no interfaces, SAs "
+                "or UDP ports are touched; the control socket still answers"
+            )
+        self._publish_states()
+
+    def request_stop(self) -> None:
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    async def wait_stop_requested(self) -> None:
+        assert self._stop_requested is not None
+        await self._stop_requested.wait()
+
+    async def stop(self) -> None:
+        if self.engine is not None:
+            await self._disable()
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+
+    async def _enable(self) -> None:
+        settings = self.config.global_
+        if self._injected_dataplane is not None:
+            self.dataplane = self._injected_dataplane
+            self.dataplane_reason = "given"
+        else:
+            choice = await probe.choose(self._dataplane_choice or settings.dataplane)
+            self.dataplane = probe.build(choice.backend)
+            self.dataplane_reason = choice.reason
+        log.info("dataplane: %s (%s)", self.dataplane.name, self.dataplane_reason)
+        await self.dataplane.start(self._on_dataplane_event)
+        transport = self._transport_factory()
+        try:
+            await transport.open(self)
+        except OSError:
+            await self.dataplane.stop()
+            raise
+        self.transport = transport
+        for sock in transport.encap_sockets():
+            self.dataplane.register_encap_socket(sock)
+        self._glue = Glue(self.dataplane)
+        self.engine = Ikev2Endpoint([], self._rng)
+        self._timer = DeadlineTimer(self.loop, self._on_timer)
+        self._periodic = [
+            Periodic(self.loop, self._activity_interval(), self._poll_activity),
+            Periodic(self.loop, SETUP_RETRY, self._retry_setups),
+        ]
+        for peer in self.peers.values():
+            await self._setup_peer(peer)
+        log.info("route-based IPsec is enabled: %d peers", len(self.peers))
+
+    async def _disable(self) -> None:
+        """DELETE to every peer, then remove everything from the dataplane."""
+        engine = self.engine
+        assert engine is not None and self.dataplane is not None
+        self._stopping = True
+        for name in engine.peer_names():
+            self._guard(partial(engine.disconnect, name, self.now()))
+        self._pump()
+        deadline = self.now() + DELETE_GRACE
+        while self.now() < deadline and self._any_sa_alive():
+            await asyncio.sleep(0.05)
+        await self._submit(_nothing)  # the DELETE answers' events are applied
+        for periodic in self._periodic:
+            periodic.cancel()
+        self._periodic = []
+        if self._timer is not None:
+            self._timer.cancel()
+        self.engine = None
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        try:
+            await self.dataplane.stop()
+        except DataplaneError as error:
+            log.error("dataplane cleanup failed: %s", error)
+        for peer in self.peers.values():
+            peer.policy = None
+            peer.interface = None
+            peer.children.clear()
+            peer.routes.clear()
+            peer.link_up = False
+        self._glue = None
+        self.dataplane = None
+        self._stopping = False
+        self._publish_states()
+
+    def _any_sa_alive(self) -> bool:
+        engine = self.engine
+        if engine is None:
+            return False
+        for name in engine.peer_names():
+            sa = engine.current_sa(name)
+            if sa is not None and sa.state != IkeState.DESTROYED:
+                return True
+        return False
+
+    def _activity_interval(self) -> float:
+        intervals = [p.dpd_interval for p in self.config.peers if p.dpd_interval > 0]
+        return min(10.0, max(1.0, min(intervals, default=30) / 3))
+
+    # ------------------------------------------------------------------ the worker ---
+    async def _run_worker(self) -> None:
+        assert self._jobs is not None
+        while True:
+            job, future = await self._jobs.get()
+            try:
+                result = await job()
+            except Exception as error:  # the worker must survive any one job
+                log.exception("internal error in a dataplane job")
+                if future is not None and not future.done():
+                    future.set_exception(error)
+            else:
+                if future is not None and not future.done():
+                    future.set_result(result)
+
+    def _post(self, job: Job) -> None:
+        assert self._jobs is not None
+        self._jobs.put_nowait((job, None))
+
+    async def _submit(self, job: Job) -> Any:
+        assert self._jobs is not None
+        future: asyncio.Future[Any] = self.loop.create_future()
+        self._jobs.put_nowait((job, future))
+        return await future
+
+    # ------------------------------------------------------------------ the engine ---
+    def _guard(self, call: Callable[[], object]) -> None:
+        """Run an engine call; an exception there is an engine bug, logged, never fatal."""
+        try:
+            call()
+        except Exception:  # the boundary between the daemon and the engine
+            self.engine_errors += 1
+            log.exception("IKE engine error (please report this)")
+
+    def _pump(self) -> None:
+        engine = self.engine
+        if engine is None:
+            return
+        while True:
+            events = engine.pop_events()
+            datagrams = engine.pop_datagrams()
+            if not events and not datagrams:
+                break
+            batch = [(self.peers.get(event_peer(event)), event) for event in events]
+            self._post(partial(self._apply, batch, datagrams))
+            for peer, event in batch:
+                if peer is not None and isinstance(event, IkeSaDown):
+                    self._after_ike_down(peer, event)
+        if self._timer is not None:
+            self._timer.schedule(engine.next_timer())
+
+    def _after_ike_down(self, peer: PeerRuntime, event: IkeSaDown) -> None:
+        """Keep `down` down (forget the peer once its DELETE is through, so it cannot
+        come back in), and honour an `up` given while that DELETE was in flight."""
+        engine = self.engine
+        if engine is None or peer.policy is None or self._stopping:
+            return
+        sa = engine.current_sa(peer.name)
+        if sa is not None and sa.state != IkeState.DESTROYED:
+            return
+        if not peer.wanted_up:
+            peer.policy = None
+            self._guard(lambda: engine.remove_peer(peer.name, self.now()))
+        elif (
+            event.reason is DownReason.DELETED_BY_US
+            and peer.remote_ip is not None
+            and (not peer.config.passive)
+        ):
+            self._guard(lambda: self._connect(peer))
+
+    async def _apply(
+        self, batch: list[tuple[PeerRuntime | None, IkeEvent]], datagrams: list[Datagram]
+    ) -> None:
+        glue = self._glue
+        for peer, event in batch:
+            if isinstance(event, LogMessage):
+                _log_engine_message(peer, event)
+                continue
+            if peer is not None and glue is not None:
+                await apply_event(glue, peer, event, self.now())
+            self.bus.publish_dict(engine_event_json(event, self._to_wall))
+        if self.transport is not None:
+            for datagram in datagrams:
+                self.transport.send(datagram.data, datagram.local, datagram.remote)
+        self._publish_states()
+
+    def _on_timer(self) -> None:
+        engine = self.engine
+        if engine is not None:
+            self._guard(lambda: engine.handle_timer(self.now()))
+            self._pump()
+
+    def datagram_received(self, data: bytes, local: Address, remote: Address) -> None:
+        """From the transport: demultiplex port 4500 (RFC 3948 2.2) and feed the engine."""
+        engine = self.engine
+        if engine is None:
+            return
+        if local.port == NAT_T_PORT:
+            if data == NAT_KEEPALIVE:
+                return
+            if data[:4] != NON_ESP_MARKER:
+                if len(data) > 8 and self.dataplane is not None:
+                    self.dataplane.handle_encapsulated_esp(data, local, remote)
+                return
+            data = data[4:]
+        elif data == NAT_KEEPALIVE:
+            return
+        self._guard(lambda: engine.receive(data, local, remote, self.now()))
+        self._pump()
+
+    def _to_wall(self, instant: float) -> float:
+        return wall_time(instant, self.now())
+
+    # ------------------------------------------------------------------ peers --------
+    async def _setup_peer(self, peer: PeerRuntime) -> None:
+        """Interface, policies and routes; then IKE when the peer is enabled and wanted."""
+        assert self._glue is not None
+        glue = self._glue
+        borrowed = await self._borrowed_source(peer.config)
+        await self._submit(lambda: glue.create(peer, borrowed, self.now()))
+        if peer.config.enabled and peer.wanted_up:
+            await self._start_ike(peer)
+
+    async def _borrowed_source(self, config: PeerConfig) -> ipaddress.IPv4Address | None:
+        if config.address is not None:
+            return None
+        try:
+            return await self.netinfo.unnumbered_source(self.config.global_.unnumbered_source)
+        except OSError as error:
+            log.warning("peer %s: no source address to borrow: %s", config.name, error)
+            return None
+
+    async def _start_ike(self, peer: PeerRuntime) -> str | None:
+        """Add the peer to the engine and initiate unless it waits.  Returns the problem."""
+        engine = self.engine
+        if engine is None or peer.policy is not None:
+            return None
+        if peer.config.ike_version != 2:
+            return self._setup_failed(peer, "IKEv1 is not available in this build yet")
+        try:
+            local, remote = await self._addresses(peer.config)
+            policy = peer_policy(peer.config, local=local, remote=remote, timing=self._timing)
+        except (OSError, UsageError) as error:
+            return self._setup_failed(peer, str(error))
+        if self.engine is not engine or peer.policy is not None:
+            return None  # disabled or started meanwhile
+        peer.setup_error = None
+        peer.policy = policy
+        peer.local_ip, peer.remote_ip = local, remote
+        self._guard(lambda: engine.add_peer(policy))
+        if remote is not None:
+            self._guard(lambda: self._connect(peer))
+        self._pump()
+        return None
+
+    def _setup_failed(self, peer: PeerRuntime, message: str) -> str:
+        if peer.setup_error != message:
+            log.error("peer %s: cannot start: %s", peer.name, message, extra={"peer": peer.name})
+        peer.setup_error = message
+        peer.error(message, self.now())
+        return message
+
+    def _connect(self, peer: PeerRuntime) -> None:
+        assert self.engine is not None and peer.remote_ip is not None
+        local_host = str(peer.local_ip) if peer.local_ip is not None else "0.0.0.0"
+        self.engine.connect(
+            peer.name,
+            Address(local_host, IKE_PORT),
+            Address(str(peer.remote_ip), IKE_PORT),
+            self.now(),
+        )
+
+    def _stop_ike(self, peer: PeerRuntime) -> None:
+        engine = self.engine
+        known = peer.policy is not None
+        peer.policy = None
+        peer.setup_error = None
+        if engine is not None and known:
+            self._guard(lambda: engine.remove_peer(peer.name, self.now()))
+            self._pump()
+
+    async def _addresses(self, config: PeerConfig) -> tuple[IPAddress | None, IPAddress | None]:
+        """(local, remote): remote None when dynamic; local None only when both are."""
+        local: IPAddress | None = None
+        if isinstance(config.local_address, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            local = config.local_address
+        remote_setting = config.remote_address
+        remote: IPAddress | None = None
+        if isinstance(remote_setting, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            remote = remote_setting
+        elif isinstance(remote_setting, str):
+            family = (
+                None
+                if local is None
+                else (socket.AF_INET if local.version == 4 else socket.AF_INET6)
+            )
+            remote = await self.netinfo.resolve(remote_setting, family)
+        if local is None and remote is not None:
+            local = await self.netinfo.route_source(remote)
+        return local, remote
+
+    def _retry_setups(self) -> None:
+        for peer in self.peers.values():
+            if (
+                peer.setup_error is not None
+                and peer.wanted_up
+                and peer.config.enabled
+                and peer.config.ike_version == 2
+            ):
+                self._post(partial(self._start_ike, peer))
+
+    # ------------------------------------------------------------------ dataplane ---
+    def _on_dataplane_event(self, event: DataplaneEvent) -> None:
+        peer = next((p for p in self.peers.values() if p.config.if_id == event.if_id), None)
+        if peer is None:
+            return
+        if isinstance(event, SaExpired):
+            log.info(
+                "peer %s: SA %08x %s reached its %s limit",
+                peer.name, event.spi, event.direction.value, event.kind.value,
+                extra={"peer": peer.name},
+            )  # fmt: skip
+            engine = self.engine
+            if engine is not None and peer.policy is not None and not peer.config.passive:
+                self._guard(lambda: engine.rekey(peer.name, self.now()))
+                self._pump()
+            if event.kind is ExpiryKind.HARD:
+                peer.error(f"SA {event.spi:08x} hit its hard limit", self.now())
+        else:
+            log.debug("peer %s: traffic routed into %s while down", peer.name, event.interface)
+
+    def _poll_activity(self) -> None:
+        if self.engine is not None and any(p.children for p in self.peers.values()):
+            self._post(self._note_inbound)
+
+    async def _note_inbound(self) -> None:
+        engine, dataplane = self.engine, self.dataplane
+        if engine is None or dataplane is None:
+            return
+        for peer in self.peers.values():
+            for record in list(peer.children.values()):
+                if not record.inbound_installed:
+                    continue
+                try:
+                    counters = await dataplane.sa_counters(
+                        record.info.spi_in, Direction.IN, record.sas.inbound.if_id
+                    )
+                except DataplaneError:
+                    continue
+                if counters.packets > record.inbound_packets_seen:
+                    record.inbound_packets_seen = counters.packets
+                    self._guard(partial(engine.note_inbound_traffic, peer.name, self.now()))
+        self._pump()
+
+    # ------------------------------------------------------------------ commands -----
+    def subscribe(self) -> Subscription:
+        return self.bus.subscribe()
+
+    def peer(self, name: str) -> PeerRuntime:
+        peer = self.peers.get(name)
+        if peer is None:
+            known = ", ".join(self.peers) or "none"
+            raise UsageError(f"unknown peer {name!r} (configured: {known})")
+        return peer
+
+    def _usable_peer(self, name: str) -> tuple[PeerRuntime, Ikev2Endpoint]:
+        peer = self.peer(name)
+        if self.engine is None:
+            raise UsageError("route-based IPsec is disabled (global.enabled = false)")
+        if not peer.config.enabled:
+            raise UsageError(f"peer {name} is disabled in the config (enabled = false)")
+        return peer, self.engine
+
+    async def up(self, name: str) -> dict[str, Any]:
+        peer, _engine = self._usable_peer(name)
+        peer.wanted_up = True
+        if peer.policy is None:
+            problem = await self._start_ike(peer)
+            if problem is not None:
+                raise UsageError(f"peer {name}: {problem}")
+        elif peer.remote_ip is not None:
+            self._guard(lambda: self._connect(peer))
+            self._pump()
+        self._publish_states()
+        note = ""
+        if peer.config.passive or peer.remote_ip is None:
+            note = "waiting for the peer to initiate"
+        return {"peer": name, "state": self.state_of(peer), "note": note}
+
+    async def down(self, name: str) -> dict[str, Any]:
+        peer, engine = self._usable_peer(name)
+        peer.wanted_up = False
+        if peer.policy is not None:
+            sa = engine.current_sa(name)
+            if sa is None or sa.state == IkeState.DESTROYED:
+                self._stop_ike(peer)
+            else:
+                self._guard(lambda: engine.disconnect(name, self.now()))
+                self._pump()
+        peer.setup_error = None
+        self._publish_states()
+        return {"peer": name, "state": self.state_of(peer)}
+
+    async def rekey(self, name: str, ike: bool = False) -> dict[str, Any]:
+        _peer, engine = self._usable_peer(name)
+        sa = engine.current_sa(name)
+        if sa is None or not sa.is_established:
+            raise UsageError(f"peer {name} has no established IKE SA to rekey")
+        started: list[bool] = []
+        self._guard(lambda: started.append(engine.rekey(name, self.now(), ike=ike)))
+        self._pump()
+        if not started or not started[0]:
+            what = "IKE SA" if ike else "Child SA"
+            raise UsageError(f"peer {name}: no {what} can be rekeyed right now")
+        return {"peer": name, "rekeying": "ike" if ike else "child"}
+
+    def state_of(self, peer: PeerRuntime) -> str:
+        sa = self.engine.current_sa(peer.name) if self.engine is not None else None
+        return peer_state(peer, sa, self.enabled)
+
+    async def status(self, only: str | None = None) -> dict[str, Any]:
+        peers = [self.peer(only)] if only is not None else list(self.peers.values())
+        counters: dict[str, PeerCounters] = await self._submit(lambda: self._read_counters(peers))
+        clock = Clock(self.now(), self._to_wall)
+        engine = self.engine
+        entries = [
+            peer_status(
+                peer,
+                engine.current_sa(peer.name) if engine is not None else None,
+                counters.get(peer.name, PeerCounters()),
+                clock,
+                enabled=self.enabled,
+            )
+            for peer in peers
+        ]
+        return {
+            "daemon": {
+                "pid": os.getpid(),
+                "enabled": self.enabled,
+                "dataplane": self.dataplane.name if self.dataplane is not None else None,
+                "dataplane_reason": self.dataplane_reason or None,
+                "config": self.config.path,
+                "socket": self.config.global_.socket,
+                "started_at": iso_time(self.started_at),
+                "uptime": round(time.time() - self.started_at, 3),
+                "peers": len(self.peers),
+                "peers_up": sum(1 for entry in entries if entry["state"] == "up"),
+                "engine_errors": self.engine_errors,
+            },
+            "peers": entries,
+        }
+
+    async def _read_counters(self, peers: list[PeerRuntime]) -> dict[str, PeerCounters]:
+        dataplane = self.dataplane
+        result: dict[str, PeerCounters] = {}
+        if dataplane is None:
+            return result
+        for peer in peers:
+            counters = PeerCounters()
+            if peer.interface is not None:
+                with contextlib.suppress(DataplaneError):
+                    counters.interface = await dataplane.interface_counters(peer.interface.name)
+            for record in peer.children.values():
+                if_id = record.sas.inbound.if_id
+                with contextlib.suppress(DataplaneError):
+                    if record.inbound_installed:
+                        counters.sa_in[record.info.spi_in] = await dataplane.sa_counters(
+                            record.info.spi_in, Direction.IN, if_id
+                        )
+                    if record.outbound_installed:
+                        counters.sa_out[record.info.spi_out] = await dataplane.sa_counters(
+                            record.info.spi_out, Direction.OUT, if_id
+                        )
+            result[peer.name] = counters
+        return result
+
+    # ------------------------------------------------------------------ reload -------
+    async def reload(self, new: Config | None = None) -> dict[str, Any]:
+        """Apply a new config; raises ConfigError (nothing changed) when it has problems."""
+        async with self._reload_lock:
+            if new is None:
+                new = await asyncio.to_thread(load, self.config.path)
+            changes = diff(self.config, new)
+            old, self.config = self.config, new
+            if "log_level" in changes.global_keys:
+                logging.getLogger().setLevel(new.global_.log_level.value.upper())
+            restart = [key for key in RESTART_KEYS if key in changes.global_keys]
+            for key in restart:
+                log.warning("global.%s changed: it takes effect when the daemon restarts", key)
+            summary: dict[str, Any] = {
+                "added": list(changes.added),
+                "removed": list(changes.removed),
+                "changed": {change.name: list(change.keys) for change in changes.changed},
+                "unchanged": list(changes.unchanged),
+                "restart_needed": restart,
+            }
+            if old.global_.enabled != new.global_.enabled or self.engine is None:
+                await self._reload_whole(new)
+            else:
+                await self._reload_peers(changes.removed, changes.changed, changes.added)
+                if "unnumbered_source" in changes.global_keys:
+                    await self._refresh_borrowed()
+            self.peers = {p.name: self.peers[p.name] for p in new.peers if p.name in self.peers}
+            log.info(
+                "config reloaded: %d added, %d removed, %d changed, %d unchanged",
+                len(changes.added), len(changes.removed), len(changes.changed),
+                len(changes.unchanged),
+            )  # fmt: skip
+            self.bus.publish("ConfigReloaded", **summary)
+            self._publish_states()
+            return summary
+
+    async def _reload_whole(self, new: Config) -> None:
+        if self.engine is not None:
+            await self._disable()
+        self.peers = {p.name: PeerRuntime(p) for p in new.peers}
+        if new.global_.enabled:
+            await self._enable()
+        else:
+            log.warning("route-based IPsec is disabled (global.enabled = false)")
+
+    async def _reload_peers(
+        self, removed: tuple[str, ...], changed: tuple[PeerChange, ...], added: tuple[str, ...]
+    ) -> None:
+        glue = self._glue
+        assert glue is not None
+        for name in removed:
+            peer = self.peers.pop(name)
+            self._stop_ike(peer)
+            await self._submit(partial(glue.destroy, peer, self.now()))
+        for change in changed:
+            await self._change_peer(change)
+        for name in added:
+            config = self.config.peer(name)
+            assert config is not None
+            peer = PeerRuntime(config)
+            self.peers[name] = peer
+            await self._setup_peer(peer)
+
+    async def _change_peer(self, change: PeerChange) -> None:
+        glue = self._glue
+        assert glue is not None
+        peer = self.peers[change.name]
+        keys = set(change.keys)
+        if "interface" in keys:  # a different interface: rebuild the peer entirely
+            self._stop_ike(peer)
+            await self._submit(lambda: glue.destroy(peer, self.now()))
+            fresh = PeerRuntime(change.new)
+            self.peers[change.name] = fresh
+            await self._setup_peer(fresh)
+            return
+        restart_ike = bool(keys - INTERFACE_KEYS)
+        if restart_ike:
+            self._stop_ike(peer)
+            peer.wanted_up = True
+            peer.last_error = None
+        peer.config = change.new
+        borrowed = await self._borrowed_source(change.new)
+        await self._submit(lambda: glue.update(peer, borrowed, self.now()))
+        if restart_ike and change.new.enabled:
+            await self._start_ike(peer)
+
+    async def _refresh_borrowed(self) -> None:
+        glue = self._glue
+        assert glue is not None
+        for peer in self.peers.values():
+            if peer.config.address is None and peer.interface is not None:
+                borrowed = await self._borrowed_source(peer.config)
+                await self._submit(partial(glue.update, peer, borrowed, self.now()))
+
+    # ------------------------------------------------------------------ events ------
+    def _publish_states(self) -> None:
+        for peer in self.peers.values():
+            state = self.state_of(peer)
+            previous = self._states.get(peer.name)
+            if state != previous:
+                self._states[peer.name] = state
+                self.bus.publish("PeerState", peer=peer.name, state=state, previous=previous)
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _log_engine_message(peer: PeerRuntime | None, event: LogMessage) -> None:
+    level = logging.getLevelName(event.level.upper())
+    if not isinstance(level, int):
+        level = logging.INFO
+    if peer is not None:
+        log.log(level, "peer %s: %s", peer.name, event.message, extra={"peer": peer.name})
+    else:
+        log.log(level, "%s", event.message)
+
+
+__all__ = ["ConfigError", "Daemon", "DownReason"]
