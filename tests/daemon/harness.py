@@ -158,9 +158,7 @@ class Lab:
         self.network = MemoryNetwork()
         self.nodes: list[Node] = []
 
-    def node(
-        self, name: str, hosts: tuple[str, ...], text: str, *, seed: int = 1
-    ) -> Node:
+    def node(self, name: str, hosts: tuple[str, ...], text: str, *, seed: int = 1) -> Node:
         path = self.tmp_path / f"{name}.toml"
         config = write_config(path, text)
         dataplane = FakeDataplane()
@@ -200,7 +198,7 @@ async def wait_for(
 
 async def settle(daemon: Daemon) -> None:
     """Let queued dataplane jobs finish."""
-    await daemon._submit(_nothing)  # noqa: SLF001 - the test rig may wait on the worker
+    await daemon._submit(_nothing)
 
 
 async def _nothing() -> None:

@@ -19,25 +19,54 @@ from tests.daemon.harness import (
 )
 
 
-def _pair(tmp_path: Path, a_extra: dict[str, object] | None = None,
-          b_extra: dict[str, object] | None = None) -> tuple[Lab, Node, Node]:
+def _pair(
+    tmp_path: Path,
+    a_extra: dict[str, object] | None = None,
+    b_extra: dict[str, object] | None = None,
+) -> tuple[Lab, Node, Node]:
     lab = Lab(tmp_path)
-    a = lab.node("a", (A_HOST,), config_text(
-        tmp_path / "a.sock",
-        peer_toml("tob", "ipsec1", A_HOST, B_HOST, address="10.0.0.1/30",
-                  routes=["10.2.0.0/24"], **(a_extra or {})),
-    ), seed=1)
-    b = lab.node("b", (B_HOST,), config_text(
-        tmp_path / "b.sock",
-        peer_toml("toa", "ipsec1", B_HOST, A_HOST, address="10.0.0.2/30",
-                  routes=["10.1.0.0/24"], **(b_extra or {})),
-    ), seed=2)
+    a = lab.node(
+        "a",
+        (A_HOST,),
+        config_text(
+            tmp_path / "a.sock",
+            peer_toml(
+                "tob",
+                "ipsec1",
+                A_HOST,
+                B_HOST,
+                address="10.0.0.1/30",
+                routes=["10.2.0.0/24"],
+                **(a_extra or {}),
+            ),
+        ),
+        seed=1,
+    )
+    b = lab.node(
+        "b",
+        (B_HOST,),
+        config_text(
+            tmp_path / "b.sock",
+            peer_toml(
+                "toa",
+                "ipsec1",
+                B_HOST,
+                A_HOST,
+                address="10.0.0.2/30",
+                routes=["10.1.0.0/24"],
+                **(b_extra or {}),
+            ),
+        ),
+        seed=2,
+    )
     return lab, a, b
 
 
 def _sas(node: Node) -> dict[tuple[int, Direction], bytes]:
-    return {(spi, direction): sa.spec.encryption_key
-            for (spi, direction, _if_id), sa in node.dataplane.sas.items()}
+    return {
+        (spi, direction): sa.spec.encryption_key
+        for (spi, direction, _if_id), sa in node.dataplane.sas.items()
+    }
 
 
 def test_tunnel_comes_up_with_matching_sas_and_link(tmp_path: Path) -> None:
@@ -45,8 +74,10 @@ def test_tunnel_comes_up_with_matching_sas_and_link(tmp_path: Path) -> None:
         lab, a, b = _pair(tmp_path)
         await lab.start()
         try:
-            await wait_for(lambda: state(a.daemon, "tob") == "up"
-                           and state(b.daemon, "toa") == "up", what="both up")
+            await wait_for(
+                lambda: state(a.daemon, "tob") == "up" and state(b.daemon, "toa") == "up",
+                what="both up",
+            )
             await settle(a.daemon)
             await settle(b.daemon)
             sas_a, sas_b = _sas(a), _sas(b)
@@ -98,8 +129,14 @@ def test_down_deletes_sas_on_both_sides_and_up_restores(tmp_path: Path) -> None:
             await settle(a.daemon)
             result = await a.daemon.down("tob")
             assert result["state"] == "down"
-            await wait_for(lambda: not a.dataplane.sas and not b.dataplane.sas
-                           and not b.dataplane.interfaces["ipsec1"].up, what="SAs gone")
+            await wait_for(
+                lambda: (
+                    not a.dataplane.sas
+                    and not b.dataplane.sas
+                    and not b.dataplane.interfaces["ipsec1"].up
+                ),
+                what="SAs gone",
+            )
             await settle(a.daemon)
             assert not a.dataplane.interfaces["ipsec1"].up
             await asyncio.sleep(0.5)  # stays down: nothing re-initiates
@@ -119,24 +156,32 @@ def test_rekey_replaces_spis_and_keeps_the_link_up(tmp_path: Path) -> None:
         lab, a, b = _pair(tmp_path)
         await lab.start()
         try:
-            await wait_for(lambda: state(a.daemon, "tob") == "up"
-                           and state(b.daemon, "toa") == "up", what="up")
+            await wait_for(
+                lambda: state(a.daemon, "tob") == "up" and state(b.daemon, "toa") == "up", what="up"
+            )
             await settle(a.daemon)
             before = set(_sas(a))
             calls = len(a.dataplane.calls)
             await a.daemon.rekey("tob")
-            await wait_for(lambda: len(_sas(a)) == 2 and set(_sas(a)).isdisjoint(before),
-                           what="new SPIs")
+            await wait_for(
+                lambda: len(_sas(a)) == 2 and set(_sas(a)).isdisjoint(before), what="new SPIs"
+            )
             await settle(a.daemon)
             await settle(b.daemon)
-            assert set(_sas(b)) == {(spi, Direction.IN if d is Direction.OUT else Direction.OUT)
-                                    for spi, d in _sas(a)}
+            assert set(_sas(b)) == {
+                (spi, Direction.IN if d is Direction.OUT else Direction.OUT) for spi, d in _sas(a)
+            }
             link_calls = [c for c in a.dataplane.calls[calls:] if c[0] == "set_link"]
             assert link_calls == []
             ike_before = a.daemon.engine.current_sa("tob").spi_i  # type: ignore[union-attr]
             await a.daemon.rekey("tob", ike=True)
-            await wait_for(lambda: a.daemon.engine.current_sa("tob").spi_i  # type: ignore[union-attr]
-                           != ike_before, what="new IKE SA")
+            await wait_for(
+                lambda: (
+                    a.daemon.engine.current_sa("tob").spi_i  # type: ignore[union-attr]
+                    != ike_before
+                ),
+                what="new IKE SA",
+            )
             assert state(a.daemon, "tob") == "up"
         finally:
             await lab.stop()
@@ -149,8 +194,13 @@ def test_wrong_psk_gives_a_clear_error_and_no_sas(tmp_path: Path) -> None:
         lab, a, b = _pair(tmp_path, b_extra={"passive": True, "psk": "not the same secret"})
         await lab.start()
         try:
-            await wait_for(lambda: a.daemon.peers["tob"].last_error is not None
-                           and b.daemon.peers["toa"].last_error is not None, what="errors")
+            await wait_for(
+                lambda: (
+                    a.daemon.peers["tob"].last_error is not None
+                    and b.daemon.peers["toa"].last_error is not None
+                ),
+                what="errors",
+            )
             await asyncio.sleep(0.5)  # a few retries with the short test backoff
             assert not a.dataplane.sas and not b.dataplane.sas
             assert not a.dataplane.interfaces["ipsec1"].up

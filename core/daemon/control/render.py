@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -82,10 +83,9 @@ def status_table(status: dict[str, Any]) -> Table:
         + ("" if daemon.get("enabled") else " (route-based IPsec disabled)")
     )
     table = Table(title=title, title_justify="left", expand=False)
-    for column in ("peer", "if", "state", "local", "remote", "NAT", "SPI in/out",
-                   "rekey", "expires", "DPD", "in", "out"):  # fmt: skip
+    for column in ("peer", "if", "state", "remote", "NAT", "SPI in/out", "rekey", "expires",
+                   "DPD", "in", "out"):  # fmt: skip
         table.add_column(column, no_wrap=True)
-    table.add_column("last error", overflow="fold")
     for peer in status.get("peers", []):
         children = peer.get("child_sas") or []
         child = next((c for c in children if c.get("outbound")), children[0] if children else None)
@@ -93,13 +93,11 @@ def status_table(status: dict[str, Any]) -> Table:
         rekey = child.get("rekey_in") if child else ike.get("rekey_in")
         expires = child.get("expire_in") if child else ike.get("expire_in")
         traffic = peer.get("traffic", {})
-        error = peer.get("last_error") or {}
         state = str(peer.get("state"))
         table.add_row(
             str(peer.get("name")),
             str(peer.get("interface")),
             Text(state, style=_STATE_STYLE.get(state, "")),
-            _endpoint(peer.get("local")),
             _endpoint(peer.get("remote")),
             _nat(peer.get("nat", {})),
             f"{child['spi_in']}/{child['spi_out']}" if child else "-",
@@ -108,10 +106,27 @@ def status_table(status: dict[str, Any]) -> Table:
             _dpd(peer.get("dpd", {})),
             f"{amount(traffic.get('bytes_in', 0))}B {amount(traffic.get('packets_in', 0))}p",
             f"{amount(traffic.get('bytes_out', 0))}B {amount(traffic.get('packets_out', 0))}p",
-            str(error.get("message") or ""),
         )
     return table
 
 
+def error_lines(status: dict[str, Any]) -> list[str]:
+    """ "peer: last error (at ...)" for every peer that has one."""
+    lines = []
+    for peer in status.get("peers", []):
+        error = peer.get("last_error")
+        if error:
+            lines.append(f"{peer.get('name')}: {error.get('message')} (at {error.get('at')})")
+    return lines
+
+
 def print_status(status: dict[str, Any], console: Console | None = None) -> None:
-    (console or Console()).print(status_table(status))
+    """The table, then the last errors.  Not on a terminal, lines are not cut at 80."""
+    if console is None:
+        console = Console() if sys.stdout.isatty() else Console(width=200)
+    console.print(status_table(status))
+    errors = error_lines(status)
+    if errors:
+        console.print("last errors:", style="bold")
+        for line in errors:
+            console.print(f"  {line}", highlight=False, markup=False)
