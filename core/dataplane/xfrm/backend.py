@@ -39,6 +39,7 @@ from core.dataplane.model import (
 from core.dataplane.xfrm import messages as m
 from core.dataplane.xfrm import nft
 from core.dataplane.xfrm import requests as rq
+from core.dataplane.xfrm.interfaces import Interfaces, InterfaceStateError
 from core.dataplane.xfrm.links import Links
 from core.dataplane.xfrm.netlink import NetlinkError, XfrmSocket
 
@@ -50,7 +51,14 @@ SaKey = tuple[int, Direction, int]  # spi, direction, if_id
 SOL_UDP = 17
 UDP_ENCAP = 100
 _GONE = (errno.ENOENT, errno.ESRCH)
-_FAILURES = (OSError, Pyroute2NetlinkError, nft.NftError, LookupError, rq.InvalidSaError)
+_FAILURES = (
+    OSError,
+    Pyroute2NetlinkError,
+    nft.NftError,
+    LookupError,
+    InterfaceStateError,
+    rq.InvalidSaError,
+)
 
 
 def _reason(exc: BaseException) -> str:
@@ -78,8 +86,7 @@ class XfrmDataplane:
         self._links: Links | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_event: Callable[[DataplaneEvent], None] = lambda _event: None
-        self._interfaces: dict[str, InterfaceSpec] = {}
-        self._routes: dict[str, set[ipaddress.IPv4Network]] = {}
+        self._interfaces: Interfaces | None = None
         self._sas: dict[SaKey, SaSpec] = {}
         self._policy_if_ids: set[int] = set()
         self._installed_templates: dict[int, tuple[rq.PolicyTemplate, rq.PolicyTemplate]] = {}
@@ -105,6 +112,12 @@ class XfrmDataplane:
             raise DataplaneError("kernel dataplane used before start()")
         return self._links
 
+    @property
+    def _ifs(self) -> Interfaces:
+        if self._interfaces is None:
+            raise DataplaneError("kernel dataplane used before start()")
+        return self._interfaces
+
     # -- lifecycle -----------------------------------------------------------------
     async def start(self, on_event: Callable[[DataplaneEvent], None]) -> None:
         self._on_event = on_event
@@ -114,6 +127,7 @@ class XfrmDataplane:
             self._xfrm = XfrmSocket(self._netns)
             self._events = XfrmSocket(self._netns, groups=m.XFRMGRP_ACQUIRE | m.XFRMGRP_EXPIRE)
             self._links = Links(self._netns)
+            self._interfaces = Interfaces(self._links, self._netns)
 
         await self._run("opening netlink sockets", open_all, started=False)
         await self._run("removing state an earlier run left", self._remove_all_ours)
@@ -130,8 +144,7 @@ class XfrmDataplane:
                 closable.close()
         self._xfrm = self._events = None
         self._links = None
-        self._interfaces.clear()
-        self._routes.clear()
+        self._interfaces = None
         self._sas.clear()
         self._policy_if_ids.clear()
         self._installed_templates.clear()
@@ -147,12 +160,7 @@ class XfrmDataplane:
             if is_our_if_id(if_id) and state["id_spi"]:
                 dst = m.unpack_address(state["id_daddr"], state["family"])
                 self._ignore_gone(rq.delsa(dst, state["id_spi"]))
-        for link in self._ip.leftovers():
-            self._ip.delete(link.name)
-        try:
-            nft.apply(nft.render([]), self._netns)
-        except nft.NftError as exc:  # no nft: we cannot have left a table either
-            log.info("nftables cleanup skipped: %s", exc)
+        self._ifs.remove_all()
 
     def _ignore_gone(self, request: rq.Request) -> None:
         try:
@@ -163,115 +171,25 @@ class XfrmDataplane:
 
     # -- interfaces ----------------------------------------------------------------
     async def create_interface(self, spec: InterfaceSpec) -> None:
-        if spec.name in self._interfaces:
-            raise DataplaneError(f"interface {spec.name}: already created")
-
-        def create() -> None:
-            self._ip.create(spec)
-            try:
-                if spec.address is not None:
-                    self._ip.add_address(spec.name, spec.address)
-                self._apply_nft({**self._interfaces, spec.name: spec})
-            except BaseException:
-                self._ip.delete(spec.name)
-                raise
-
-        await self._run(f"creating interface {spec.name}", create)
-        self._interfaces[spec.name] = spec
-        self._routes[spec.name] = set()
+        await self._run(f"creating interface {spec.name}", lambda: self._ifs.create(spec))
 
     async def update_interface(self, spec: InterfaceSpec) -> None:
-        old = self._spec(spec.name)
-
-        def update() -> None:
-            try:
-                self._reconfigure(old, spec)
-            except BaseException:
-                self._reconfigure(spec, old)
-                raise
-
-        await self._run(f"updating interface {spec.name}", update)
-        self._interfaces[spec.name] = spec
-
-    def _reconfigure(self, old: InterfaceSpec, new: InterfaceSpec) -> None:
-        if old.mtu != new.mtu:
-            self._ip.set_mtu(new.name, new.mtu)
-        if old.address != new.address:
-            if old.address is not None:
-                self._ip.delete_address(new.name, old.address)
-            if new.address is not None:
-                self._ip.add_address(new.name, new.address)
-        if old.borrowed_source != new.borrowed_source and self._ip.is_up(new.name):
-            for prefix in self._routes.get(new.name, ()):
-                self._ip.replace_route(new.name, prefix, new.borrowed_source)
-        if old.tcp_mss != new.tcp_mss:
-            self._apply_nft({**self._interfaces, new.name: new})
+        await self._run(f"updating interface {spec.name}", lambda: self._ifs.update(spec))
 
     async def delete_interface(self, name: str) -> None:
-        remaining = {key: spec for key, spec in self._interfaces.items() if key != name}
-
-        def delete() -> None:
-            self._ip.delete(name)
-            self._apply_nft(remaining)
-
-        await self._run(f"deleting interface {name}", delete)
-        self._interfaces.pop(name, None)
-        self._routes.pop(name, None)
-
-    def _apply_nft(self, interfaces: dict[str, InterfaceSpec]) -> None:
-        try:
-            nft.apply(nft.render(interfaces.values()), self._netns)
-        except nft.NftError:
-            if any(spec.tcp_mss is not None for spec in interfaces.values()):
-                raise
-            log.warning("nftables unavailable: IPv6 forwarding not blocked on ipsecN")
+        await self._run(f"deleting interface {name}", lambda: self._ifs.delete(name))
 
     async def set_link(self, name: str, up: bool) -> None:
-        spec = self._spec(name)
-
-        def set_link() -> None:
-            self._ip.set_up(name, up)
-            if not up:
-                return  # the kernel drops the routes itself; we keep them for later
-            try:
-                for prefix in sorted(self._routes.get(name, ())):
-                    self._ip.replace_route(name, prefix, spec.borrowed_source)
-            except BaseException:
-                self._ip.set_up(name, False)
-                raise
-
-        await self._run(f"setting interface {name} {'up' if up else 'down'}", set_link)
+        label = f"setting interface {name} {'up' if up else 'down'}"
+        await self._run(label, lambda: self._ifs.set_link(name, up))
 
     async def add_route(self, name: str, prefix: ipaddress.IPv4Network) -> None:
-        spec = self._spec(name)
-
-        def add() -> None:
-            if self._ip.is_up(name):
-                self._ip.replace_route(name, prefix, spec.borrowed_source)
-
-        await self._run(f"adding route {prefix} via {name}", add)
-        self._routes[name].add(prefix)
+        label = f"adding route {prefix} via {name}"
+        await self._run(label, lambda: self._ifs.add_route(name, prefix))
 
     async def delete_route(self, name: str, prefix: ipaddress.IPv4Network) -> None:
-        routes = self._routes.get(name)
-        if routes is None or prefix not in routes:
-            return
-
-        def delete() -> None:
-            try:
-                self._ip.delete_route(name, prefix)
-            except Pyroute2NetlinkError as exc:
-                if not _is_gone(exc):
-                    raise
-
-        await self._run(f"deleting route {prefix} via {name}", delete)
-        routes.discard(prefix)
-
-    def _spec(self, name: str) -> InterfaceSpec:
-        spec = self._interfaces.get(name)
-        if spec is None:
-            raise DataplaneError(f"interface {name}: not created by this dataplane")
-        return spec
+        label = f"deleting route {prefix} via {name}"
+        await self._run(label, lambda: self._ifs.delete_route(name, prefix))
 
     # -- SAs -----------------------------------------------------------------------
     async def add_sa(self, sa: SaSpec) -> None:
@@ -437,10 +355,10 @@ class XfrmDataplane:
                     kind = ExpiryKind.HARD if hard else ExpiryKind.SOFT
                     return SaExpired(spi, direction, kind, if_id)
             return None
-        if msg_type == m.XFRM_MSG_ACQUIRE:
-            for spec in self._interfaces.values():
-                if spec.if_id == if_id:
-                    return TrafficWhileDown(if_id, spec.name)
+        if msg_type == m.XFRM_MSG_ACQUIRE and self._interfaces is not None:
+            name = self._interfaces.name_for_if_id(if_id)
+            if name is not None:
+                return TrafficWhileDown(if_id, name)
         return None
 
 

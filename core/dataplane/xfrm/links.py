@@ -17,8 +17,11 @@ from pyroute2 import IPRoute
 from core.dataplane.model import InterfaceSpec, is_our_if_id
 from core.dataplane.xfrm.netlink import in_netns
 
-# Routes we add carry a protocol number of our own, so leftovers can be told apart.
+# Routes we add carry a protocol number of our own, so leftovers can be told apart
+# (the same number and guard metric as the userspace backend).
 RTPROT_RBIPSEC = 0x72
+GUARD_METRIC = 0xFFFFFF00
+MAIN_TABLE = 254
 IPV6_SYSCTLS = {"forwarding": "0", "accept_ra": "0", "autoconf": "0"}
 _OUR_NAME = re.compile(r"^ipsec\d{1,2}$")
 
@@ -153,13 +156,49 @@ class Links:
                 dst=str(prefix),
                 oif=index,
                 proto=RTPROT_RBIPSEC,
+                table=MAIN_TABLE,
                 **extra,
             )
 
     def delete_route(self, name: str, prefix: ipaddress.IPv4Network) -> None:
         index = self.require_index(name)
         with self._lock:
-            self._ipr.route("del", dst=str(prefix), oif=index)
+            self._ipr.route("del", dst=str(prefix), oif=index, table=MAIN_TABLE)
+
+    # Linux flushes a device's IPv4 routes when its link goes down; traffic would then
+    # take a less specific route, maybe in clear.  Each prefix routed into an interface
+    # also gets a guard: `unreachable` at the highest metric, bound to no device.
+    def replace_guard(self, prefix: ipaddress.IPv4Network) -> None:
+        with self._lock:
+            self._ipr.route(
+                "replace",
+                dst=str(prefix),
+                type="unreachable",
+                priority=GUARD_METRIC,
+                proto=RTPROT_RBIPSEC,
+                table=MAIN_TABLE,
+            )
+
+    def delete_guard(self, prefix: ipaddress.IPv4Network) -> None:
+        with self._lock:
+            self._ipr.route(
+                "del", dst=str(prefix), type="unreachable", priority=GUARD_METRIC, table=MAIN_TABLE
+            )
+
+    def guards(self) -> list[ipaddress.IPv4Network]:
+        """Our guard routes (leftovers included)."""
+        with self._lock:
+            dump = list(self._ipr.route("dump", family=2))
+        found = []
+        for route in dump:
+            if (
+                route["proto"] == RTPROT_RBIPSEC
+                and route.get_attr("RTA_PRIORITY") == GUARD_METRIC
+                and route.get_attr("RTA_OIF") is None
+            ):
+                dst = route.get_attr("RTA_DST") or "0.0.0.0"
+                found.append(ipaddress.IPv4Network(f"{dst}/{route['dst_len']}"))
+        return found
 
     def routes(self, name: str) -> list[ipaddress.IPv4Network]:
         index = self.require_index(name)

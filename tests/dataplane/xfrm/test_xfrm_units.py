@@ -8,7 +8,7 @@ import json
 import socket
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -27,6 +27,8 @@ from core.dataplane.xfrm import messages as m
 from core.dataplane.xfrm import nft
 from core.dataplane.xfrm import requests as rq
 from core.dataplane.xfrm.backend import XfrmDataplane, _sa_counters
+from core.dataplane.xfrm.interfaces import Interfaces
+from core.dataplane.xfrm.links import Links
 from core.dataplane.xfrm.netlink import NetlinkError, XfrmSocket, decode, parse_messages
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -128,7 +130,9 @@ def test_events_of_other_software_are_ignored() -> None:
 
 def test_acquire_names_the_interface() -> None:
     backend = XfrmDataplane()
-    backend._interfaces["ipsec4"] = InterfaceSpec("ipsec4", IF_ID)
+    interfaces = Interfaces(cast(Links, None), None)  # no kernel calls in this test
+    interfaces.specs["ipsec4"] = InterfaceSpec("ipsec4", IF_ID)
+    backend._interfaces = interfaces
     msg = m.xfrm_user_acquire()
     msg["attrs"] = [("XFRMA_IF_ID", IF_ID)]
     acquire = decode(m.XFRM_MSG_ACQUIRE, rq.Request(m.XFRM_MSG_ACQUIRE, 0, msg).encode())

@@ -350,7 +350,9 @@ def test_unnumbered_interface_sources_from_the_borrowed_address(namespaces: None
         # Routes added while the link is down wait for it to come up.
         await a.dataplane.add_route("ipsec1", ipaddress.IPv4Network("10.77.0.0/16"))
         await a.dataplane.set_link("ipsec1", False)
-        assert "10.77.0.0/16" not in sh("ip", "route", netns=NS_A)
+        routes = sh("ip", "route", netns=NS_A)
+        assert "10.77.0.0/16 dev ipsec1" not in routes
+        assert "unreachable 10.77.0.0/16" in routes  # the guard: no fall-through in clear
         await a.dataplane.set_link("ipsec1", True)
         assert "10.77.0.0/16 dev ipsec1" in sh("ip", "route", netns=NS_A)
 
