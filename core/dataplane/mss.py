@@ -18,6 +18,14 @@ _OPTION_MSS = 2
 
 def clamp_mss(packet: bytes, mss: int) -> bytes:
     """`packet` with its TCP MSS option lowered to `mss` if it was higher."""
+    # Called for every packet on a clamping interface: two byte tests send everything
+    # but TCP SYNs back at once.  (In a later fragment the "flags" byte is payload; such
+    # a packet only takes the full check below, which refuses fragments.)
+    header_length = (packet[0] & 0x0F) * 4 if packet else 0
+    if len(packet) < header_length + 20 or packet[9] != _PROTO_TCP:
+        return packet
+    if not packet[header_length + 13] & _SYN:
+        return packet
     tcp = _syn_segment_offset(packet)
     if tcp < 0:
         return packet

@@ -22,6 +22,7 @@ import contextlib
 import ipaddress
 import os
 import socket
+import struct
 from collections.abc import Callable, Iterator
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -54,6 +55,8 @@ _MAX_PACKET = 65535
 RAW_RCVBUF_BYTES = 4 << 20
 RAW_RCVBUF_OPTION = 33  # SO_RCVBUFFORCE: as root, past net.core.rmem_max
 
+_SPI = struct.Struct("!I")
+
 SaKey = tuple[int, Direction, int]
 
 
@@ -68,6 +71,7 @@ class _Interface:
         "rx_errors",
         "rx_packets",
         "spec",
+        "tcp_mss",
         "tx_bytes",
         "tx_dropped_down",
         "tx_errors",
@@ -77,6 +81,7 @@ class _Interface:
 
     def __init__(self, spec: InterfaceSpec, fd: int, index: int) -> None:
         self.spec = spec
+        self.tcp_mss = spec.tcp_mss or 0  # 0: no clamping (a plain int for the packet path)
         self.fd = fd
         self.index = index
         self.up = False
@@ -101,14 +106,19 @@ class _Interface:
 class _Sa:
     """An installed SA: its ESP state, its interface and how to reach the peer."""
 
-    __slots__ = ("ancillary", "destination", "esp", "interface")
+    __slots__ = ("ancillary", "destination", "esp", "family", "interface", "sock")
 
     def __init__(self, esp: EspSa, interface: _Interface) -> None:
         self.esp = esp
         self.interface = interface
         spec = esp.spec
+        self.family = socket.AF_INET if spec.dst.version == 4 else socket.AF_INET6
+        self.sock: socket.socket | None = None  # set by the backend: raw or the encap socket
         port = spec.encap.dport if spec.encap is not None else 0
         self.destination = (str(spec.dst), port)
+        self.ancillary: list[tuple[int, int, bytes]] | None = None  # None: plain sendto()
+        if spec.encap is not None:
+            return
         # Raw ESP leaves from the SA's source address (IP_PKTINFO / IPV6_PKTINFO).
         if spec.src.version == 4:
             pktinfo = struct_in_pktinfo(spec.src.packed)
@@ -207,6 +217,7 @@ class UserspaceDataplane:
                 await self._links.delete_guard(old.address.network)
             await self._configure(interface, spec, set_address=old.address != spec.address)
             interface.spec = spec
+            interface.tcp_mss = spec.tcp_mss or 0
             if interface.up and old.borrowed_source != spec.borrowed_source:
                 await self._install_routes(interface)
 
@@ -264,7 +275,9 @@ class UserspaceDataplane:
         except EspSaError as error:
             raise DataplaneError(str(error)) from None
         if sa.encap is None:
-            self._raw_socket(socket.AF_INET if sa.dst.version == 4 else socket.AF_INET6)
+            state.sock = self._raw_socket(state.family)
+        else:
+            state.sock = self._encap_sockets.get(state.family)
         key = (sa.spi, sa.direction, sa.if_id)
         self._forget_sa(key)
         self._sas[key] = state
@@ -287,6 +300,9 @@ class UserspaceDataplane:
     # -- ESP in UDP ------------------------------------------------------------------
     def register_encap_socket(self, sock: socket.socket) -> None:
         self._encap_sockets[sock.family] = sock
+        for state in self._sas.values():
+            if state.esp.spec.encap is not None and state.family == sock.family:
+                state.sock = sock
 
     def handle_encapsulated_esp(
         self, packet: bytes, local: tuple[str, int], remote: tuple[str, int]
@@ -304,6 +320,10 @@ class UserspaceDataplane:
         return self._interface(name).counters()
 
     # -- the packet paths --------------------------------------------------------------
+    # These run once per packet, so they read plain slots set up in advance (the
+    # interface's MSS, the SA's socket and destination) and call no more functions
+    # than needed.  A lone packet is handled as soon as it is readable: nothing waits
+    # for a batch, batching only drains what is already queued.
     def _on_tun_readable(self, interface: _Interface) -> None:
         fd = interface.fd
         for _ in range(DRAIN_BATCH):
@@ -324,50 +344,52 @@ class UserspaceDataplane:
             interface.tx_dropped_down += 1
             self._traffic_while_down(interface)
             return
-        if interface.spec.tcp_mss is not None:
-            packet = clamp_mss(packet, interface.spec.tcp_mss)
+        if interface.tcp_mss:
+            packet = clamp_mss(packet, interface.tcp_mss)
+        sock = state.sock
+        if sock is None:  # ESP in UDP, but the daemon has not registered its socket yet
+            interface.tx_errors += 1
+            return
         try:
             esp = state.esp.encapsulate(packet)
-            if state.esp.spec.encap is not None:
-                self._encap_sockets[_family(state)].sendto(esp, state.destination)
+            if state.ancillary is None:
+                sock.sendto(esp, state.destination)
             else:
-                raw = self._raw_sockets[_family(state)]
-                raw.sendmsg([esp], state.ancillary, 0, state.destination)
-        except (EspSendRefused, OSError, KeyError):
+                sock.sendmsg([esp], state.ancillary, 0, state.destination)
+        except (EspSendRefused, OSError):
             interface.tx_errors += 1
             return
         interface.tx_packets += 1
         interface.tx_bytes += len(packet)
 
     def _on_raw_readable(self, raw: socket.socket) -> None:
-        strip_ip_header = raw.family == socket.AF_INET
+        ipv4 = raw.family == socket.AF_INET  # IPv4 raw sockets deliver the IP header too
         for _ in range(DRAIN_BATCH):
             try:
                 data = raw.recv(_MAX_PACKET)
-            except BlockingIOError:
+            except OSError:  # BlockingIOError included: drained
                 return
-            except OSError:
-                return
-            if strip_ip_header:
-                if not data:
-                    continue
-                data = data[(data[0] & 0x0F) * 4 :]
-            self._receive(data)
+            if data:
+                self._receive(data, (data[0] & 0x0F) * 4 if ipv4 else 0)
 
-    def _receive(self, esp: bytes) -> None:
-        state = self._inbound.get(int.from_bytes(esp[:4], "big")) if len(esp) >= 8 else None
+    def _receive(self, data: bytes, offset: int = 0) -> None:
+        """Decapsulate the ESP packet at `data[offset:]` and hand it to its interface."""
+        if len(data) < offset + 8:
+            self.unknown_spi_drops += 1
+            return
+        state = self._inbound.get(_SPI.unpack_from(data, offset)[0])
         if state is None:
             self.unknown_spi_drops += 1
             return
         interface = state.interface
         try:
-            packet = state.esp.decapsulate(esp)
+            packet = state.esp.decapsulate(data, offset)
         except EspDropped as dropped:
             if dropped.kind is not DropKind.DUMMY:
                 interface.rx_errors += 1
             return
-        if interface.spec.tcp_mss is not None:
-            packet = clamp_mss(packet, interface.spec.tcp_mss)
+        if interface.tcp_mss:
+            packet = clamp_mss(packet, interface.tcp_mss)
         try:
             os.write(interface.fd, packet)
         except OSError:  # link down (EIO) or the queue is full
@@ -457,10 +479,6 @@ class UserspaceDataplane:
         for prefix in prefixes:
             with contextlib.suppress(NetlinkError):
                 await self._links.delete_guard(prefix)
-
-
-def _family(state: _Sa) -> int:
-    return socket.AF_INET if state.esp.spec.dst.version == 4 else socket.AF_INET6
 
 
 def _check_interface(spec: InterfaceSpec) -> None:
