@@ -17,7 +17,7 @@ from core.crypto.proposals import ProposalSpec
 from core.crypto.random import RandomSource
 from core.errors import DecodeError
 from core.ike.constants import ExchangeType, NotifyType, PayloadType, ProtocolId
-from core.ike.errors import IkeError
+from core.ike.errors import IkeError, UnsupportedCriticalPayload
 from core.ike.events import (
     Address,
     DownReason,
@@ -207,7 +207,12 @@ class Ikev2Endpoint:
             return
         try:
             message = decode_message(data)
-        except (IkeError, DecodeError) as error:
+        except IkeError as error:
+            self._log("", "debug", f"refused a malformed IKE_SA_INIT from {remote}: {error}")
+            if isinstance(error, UnsupportedCriticalPayload):
+                self._refuse_unparsed(data, error, local, remote)
+            return
+        except DecodeError as error:
             self._log("", "debug", f"dropped a malformed IKE_SA_INIT from {remote}: {error}")
             return
         half_open = len(self._half_open)
@@ -276,6 +281,16 @@ class Ikev2Endpoint:
         cookie = self._cookie_for(getattr(nonce, "data", b""), remote, message.spi_i)
         self.cookies_sent += 1
         self._answer_stateless(message, NotifyType.COOKIE, cookie, local, remote)
+
+    def _refuse_unparsed(self, data: bytes, error: IkeError, local: Address,
+                         remote: Address) -> None:
+        """Answer a request whose payloads we could not parse (RFC 7296 2.5)."""
+        assert error.notify is not None
+        header = peek_header(data)
+        request = Message(spi_i=header.spi_i, spi_r=bytes(8),
+                          exchange_type=ExchangeType.IKE_SA_INIT, is_initiator=True,
+                          is_response=False, message_id=0, payloads=[])
+        self._answer_stateless(request, error.notify, error.data, local, remote)
 
     def _answer_stateless(self, request: Message, kind: NotifyType, data: bytes,
                           local: Address, remote: Address) -> None:

@@ -194,3 +194,36 @@ def test_disconnect_deletes_both_sides() -> None:
     assert pair.b.endpoint.current_sa("peer") is None
     sa = pair.a.endpoint.current_sa("peer")
     assert sa is None or sa.state == IkeState.DESTROYED
+
+
+def test_unsupported_critical_payload_in_ike_sa_init_is_answered() -> None:
+    from core.ike.constants import NotifyType
+    from core.ike.events import Address
+    from core.ike.v2.message import decode_message
+    from tests.ike.v2.pair import A_ADDR, B_ADDR
+
+    p = policy()
+    pair = Pair(p, mirror(p))
+    pair.a.endpoint.connect("peer", Address(A_ADDR, 500), Address(B_ADDR, 500), pair.now)
+    request = pair.a.endpoint.pop_datagrams()[0].data
+    # Append a critical payload of unknown type 200 to the chain: re-link the last payload.
+    tail = bytes([0, 0x80, 0, 8]) + b"\x00" * 4
+    body = bytearray(request + tail)
+    offset = 28
+    next_type = body[16]
+    while True:
+        length = int.from_bytes(body[offset + 2 : offset + 4], "big")
+        if body[offset] == 0 and offset + length == len(request):
+            body[offset] = 200
+            break
+        next_type = body[offset]
+        offset += length
+    assert next_type  # walked at least one payload
+    body[24:28] = len(body).to_bytes(4, "big")
+    pair.b.endpoint.receive(bytes(body), Address(B_ADDR, 500), Address(A_ADDR, 500), pair.now)
+    answers = pair.b.endpoint.pop_datagrams()
+    assert len(answers) == 1
+    answer = decode_message(answers[0].data)
+    note = answer.notify(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD)
+    assert note is not None and note.data == bytes([200])
+    assert pair.b.endpoint.half_open_count == 0
