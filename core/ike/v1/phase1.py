@@ -1,0 +1,541 @@
+"""Phase 1 with pre-shared keys: main mode (6 messages) and aggressive mode (3 messages),
+RFC 2409 sections 5 and 5.4, with NAT-T (RFC 3947) and DPD (RFC 3706) vendor IDs.
+
+    Main mode                                Aggressive mode
+    I: HDR, SA, VID                          I: HDR, SA, KE, Ni, IDii, VID
+    R: HDR, SA, VID                          R: HDR, SA, KE, Nr, IDir, HASH_R, VID, NAT-D
+    I: HDR, KE, Ni, NAT-D                    I: HDR*, HASH_I, NAT-D
+    R: HDR, KE, Nr, NAT-D
+    I: HDR*, IDii, HASH_I [, N(INITIAL-CONTACT)]
+    R: HDR*, IDir, HASH_R
+
+    HASH_I = prf(SKEYID, g^xi | g^xr | CKY-I | CKY-R | SAi_b | IDii_b)
+    HASH_R = prf(SKEYID, g^xr | g^xi | CKY-R | CKY-I | SAi_b | IDir_b)
+
+NAT-D = HASH(CKY-I | CKY-R | IP | Port): the first names the receiver as the sender sees
+it, the second the sender itself.  The initiator moves to port 4500 for message 5 (main)
+or 3 (aggressive) when a NAT is seen or encapsulation is forced.  Like strongSwan, the
+third aggressive mode message is sent encrypted; both forms are accepted.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import ipaddress
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from core.crypto.dh import InvalidKeyExchange, KeyExchange, create_key_exchange
+from core.crypto.ikev1 import (
+    CbcCipher,
+    Ikev1Prf,
+    derive_phase1_keys,
+    encryption_key,
+    initial_iv,
+    skeyid_psk,
+)
+from core.errors import DecodeError
+from core.ike.events import Address, DownReason
+from core.ike.policy import Identity
+from core.ike.v1.constants import (
+    NATT_DRAFT_VIDS,
+    VID_DPD,
+    VID_NATT_DRAFT_02,
+    VID_NATT_DRAFT_02N,
+    VID_NATT_DRAFT_03,
+    VID_NATT_RFC3947,
+    ExchangeType,
+    NotifyType,
+    PayloadType,
+    Phase1Encr,
+    ProtocolId,
+)
+from core.ike.v1.errors import (
+    AuthenticationFailed,
+    InvalidIdInformation,
+    InvalidKeyInformation,
+    IsakmpError,
+    MalformedMessage,
+    NoProposalChosen,
+    PeerRefused,
+    UnexpectedMessage,
+)
+from core.ike.v1.ids import identity_of, identity_payload
+from core.ike.v1.message import Header, Message, decode_message
+from core.ike.v1.payloads import (
+    HashPayload,
+    IdPayload,
+    KePayload,
+    NatDPayload,
+    NoncePayload,
+    NotifyPayload,
+    PayloadList,
+    SaPayload,
+    VendorIdPayload,
+)
+from core.ike.v1.proposals import (
+    Phase1Choice,
+    accept_phase1,
+    phase1_choices,
+    phase1_offer,
+    select_phase1,
+)
+
+if TYPE_CHECKING:
+    from core.ike.v1.sa import IsakmpSa, Retransmit
+
+NONCE_SIZE = 32
+_Handler = Callable[[bytes, Address, Address, float], None]
+
+
+class Step(enum.Enum):
+    IDLE = "idle"
+    I_MM1 = "sent MM1"
+    I_MM3 = "sent MM3"
+    I_MM5 = "sent MM5"
+    R_MM2 = "sent MM2"
+    R_MM4 = "sent MM4"
+    I_AM1 = "sent AM1"
+    R_AM2 = "sent AM2"
+    DONE = "done"
+
+
+def our_vendor_ids(nat_traversal: str) -> PayloadList:
+    vids = [VID_DPD]
+    if nat_traversal != "off":
+        vids += [VID_NATT_RFC3947, VID_NATT_DRAFT_03, VID_NATT_DRAFT_02, VID_NATT_DRAFT_02N]
+    return [(PayloadType.VENDOR_ID, VendorIdPayload(v)) for v in vids]
+
+
+def natd_hash(prf: Ikev1Prf, cky_i: bytes, cky_r: bytes, address: Address) -> bytes:
+    packed = ipaddress.ip_address(address.host).packed
+    return prf.hash(cky_i, cky_r, packed, address.port.to_bytes(2, "big"))
+
+
+class Phase1:
+    """The phase 1 exchange of one ISAKMP SA, for either role and either mode."""
+
+    def __init__(self, sa: IsakmpSa) -> None:
+        self.sa = sa
+        self.step = Step.IDLE
+        self.offered: list[Phase1Choice] = []
+        self.sa_body = b""  # SAi_b: the initiator's SA payload body
+        self.key_exchange: KeyExchange | None = None
+        self.peer_public = b""
+        self.nonce_i = b""
+        self.nonce_r = b""
+        self.id_body_i = b""
+        self.id_body_r = b""
+        self.last_in: bytes | None = None
+        self.last_out: bytes | None = None
+        self.retransmit_record: Retransmit | None = None
+        self.peer_vids: set[bytes] = set()
+
+    @property
+    def exchange(self) -> ExchangeType:
+        return ExchangeType.AGGRESSIVE if self.sa.aggressive else ExchangeType.MAIN
+
+    # ------------------------------------------------------------------ initiator ---
+    def start(self, now: float) -> None:
+        sa, policy = self.sa, self.sa.policy
+        choices = phase1_choices(policy.ike_proposals, policy.ike_lifetime)
+        if sa.aggressive and choices:
+            choices = [c for c in choices if c.group == choices[0].group]
+        if not choices:
+            self.fail(NoProposalChosen("no IKE proposal usable with IKEv1 (AES-CBC with "
+                                       "SHA-1/SHA-2) is configured"), now, answer=False)
+            return
+        self.offered = choices
+        offer = phase1_offer(choices)
+        self.sa_body = offer.encode()
+        payloads: PayloadList = [(PayloadType.SA, offer)]
+        if sa.aggressive:
+            self.key_exchange = create_key_exchange(choices[0].group, sa.rng)
+            self.nonce_i = sa.rng.bytes(NONCE_SIZE)
+            our_id = identity_payload(policy.local_id)
+            self.id_body_i = our_id.encode()
+            payloads += [(PayloadType.KE, KePayload(self.key_exchange.public_value)),
+                         (PayloadType.NONCE, NoncePayload(self.nonce_i)),
+                         (PayloadType.ID, our_id)]
+        payloads += our_vendor_ids(policy.nat_traversal)
+        self._send(payloads, now, track=True)
+        self.step = Step.I_AM1 if sa.aggressive else Step.I_MM1
+
+    # ------------------------------------------------------------------ receiving ---
+    def receive(self, header: Header, data: bytes, local: Address, remote: Address,
+                now: float) -> None:
+        if data == self.last_in:
+            if self.last_out is not None:
+                self.sa.log("debug", "retransmitted phase 1 message: resending our answer")
+                self.sa.emit(self.last_out, now)
+            return
+        if header.exchange != self.exchange:
+            raise UnexpectedMessage(f"{ExchangeType(header.exchange).name} message on a "
+                                    f"{self.exchange.name} mode SA")
+        handler = self._handlers().get(self.step)
+        if handler is None:
+            raise UnexpectedMessage(f"phase 1 message after {self.step.value}")
+        if self.sa.cky_r == bytes(8):
+            self.sa.cky_r = header.cky_r
+        try:
+            handler(data, local, remote, now)
+        except IsakmpError as error:
+            self.fail(error, now)
+            return
+        except DecodeError as error:
+            self.fail(MalformedMessage(str(error)), now)
+            return
+        self.last_in = data
+
+    def _handlers(self) -> dict[Step, _Handler]:
+        sa = self.sa
+        if sa.initiator:
+            return {Step.I_MM1: self._on_mm2, Step.I_MM3: self._on_mm4,
+                    Step.I_MM5: self._on_mm6, Step.I_AM1: self._on_am2}
+        if sa.aggressive:
+            return {Step.IDLE: self._on_am1, Step.R_AM2: self._on_am3}
+        return {Step.IDLE: self._on_mm1, Step.R_MM2: self._on_mm3, Step.R_MM4: self._on_mm5}
+
+    def handle_timer(self, now: float) -> None:
+        record = self.retransmit_record
+        if record is None:
+            return
+        if not self.sa.retransmit(record, f"{self.exchange.name} mode message", now):
+            self.retransmit_record = None
+            self.sa.report(IsakmpError("no answer to phase 1"), self.exchange.name)
+            self.sa.destroy(DownReason.TIMEOUT, now,
+                            detail=f"{self.exchange.name} mode got no answer")
+
+    def fail(self, error: IsakmpError, now: float, *, answer: bool = True) -> None:
+        from core.ike.v1 import informational
+        from core.ike.v1.sa import reason_of
+
+        sa = self.sa
+        sa.report(error, self.exchange.name)
+        if answer and error.notify is not None and not isinstance(error, PeerRefused):
+            informational.send_notify(sa, error.notify, now)
+        sa.destroy(reason_of(error), now, detail=str(error))
+
+    # ------------------------------------------------------------------ main mode ---
+    def _on_mm1(self, data: bytes, local: Address, remote: Address, now: float) -> None:
+        message = decode_message(data)
+        offer = self._first_sa(message)
+        self._note_vendor_ids(message)
+        self._choose(offer)
+        answer = self._answer_sa
+        self._send([(PayloadType.SA, answer), *self._reply_vendor_ids()], now, track=False)
+        self.step = Step.R_MM2
+
+    def _on_mm2(self, data: bytes, local: Address, remote: Address, now: float) -> None:
+        message = decode_message(data)
+        self._accept(self._first_sa(message))
+        self._note_vendor_ids(message)
+        choice = self.sa.choice
+        assert choice is not None
+        self.key_exchange = create_key_exchange(choice.group, self.sa.rng)
+        self.nonce_i = self.sa.rng.bytes(NONCE_SIZE)
+        payloads: PayloadList = [(PayloadType.KE, KePayload(self.key_exchange.public_value)),
+                                 (PayloadType.NONCE, NoncePayload(self.nonce_i))]
+        self._send(payloads + self._natd_payloads(), now, track=True)
+        self.step = Step.I_MM3
+
+    def _on_mm3(self, data: bytes, local: Address, remote: Address, now: float) -> None:
+        message = decode_message(data)
+        self.peer_public = message.require(PayloadType.KE, KePayload).data
+        self.nonce_i = message.require(PayloadType.NONCE, NoncePayload).data
+        choice = self.sa.choice
+        assert choice is not None
+        self.key_exchange = create_key_exchange(choice.group, self.sa.rng)
+        self.nonce_r = self.sa.rng.bytes(NONCE_SIZE)
+        self._derive_keys()
+        self._process_natd(message)
+        payloads: PayloadList = [(PayloadType.KE, KePayload(self.key_exchange.public_value)),
+                                 (PayloadType.NONCE, NoncePayload(self.nonce_r))]
+        self._send(payloads + self._natd_payloads(), now, track=False)
+        self.step = Step.R_MM4
+
+    def _on_mm4(self, data: bytes, local: Address, remote: Address, now: float) -> None:
+        message = decode_message(data)
+        self.peer_public = message.require(PayloadType.KE, KePayload).data
+        self.nonce_r = message.require(PayloadType.NONCE, NoncePayload).data
+        self._derive_keys()
+        self._process_natd(message)
+        self.sa.float_to_nat_t()
+        our_id = identity_payload(self.sa.policy.local_id)
+        self.id_body_i = our_id.encode()
+        payloads: PayloadList = [(PayloadType.ID, our_id),
+                                 (PayloadType.HASH, HashPayload(self._hash(initiator=True)))]
+        self._send(payloads + self._initial_contact(), now, track=True, encrypt=True)
+        self.step = Step.I_MM5
+
+    def _on_mm5(self, data: bytes, local: Address, remote: Address, now: float) -> None:
+        sa = self.sa
+        message = self._open(data)
+        id_payload = message.require(PayloadType.ID, IdPayload)
+        self.id_body_i = message.raw_body(PayloadType.ID)
+        self._pick_policy(identity_of(id_payload), switch_keys=False)
+        self._verify(message, self._hash(initiator=True), "HASH_I")
+        sa.heard(local, remote, now)
+        self._note_initial_contact(message)
+        our_id = identity_payload(sa.policy.local_id)
+        self.id_body_r = our_id.encode()
+        self._send([(PayloadType.ID, our_id),
+                    (PayloadType.HASH, HashPayload(self._hash(initiator=False)))],
+                   now, track=False, encrypt=True)
+        self._established(now)
+
+    def _on_mm6(self, data: bytes, local: Address, remote: Address, now: float) -> None:
+        message = self._open(data)
+        id_payload = message.require(PayloadType.ID, IdPayload)
+        self.id_body_r = message.raw_body(PayloadType.ID)
+        self._check_peer_id(identity_of(id_payload))
+        self._verify(message, self._hash(initiator=False), "HASH_R")
+        self.sa.heard(local, remote, now)
+        self._established(now)
+
+    # ------------------------------------------------------------------ aggressive --
+    def _on_am1(self, data: bytes, local: Address, remote: Address, now: float) -> None:
+        sa = self.sa
+        message = decode_message(data)
+        offer = self._first_sa(message)
+        self.peer_public = message.require(PayloadType.KE, KePayload).data
+        self.nonce_i = message.require(PayloadType.NONCE, NoncePayload).data
+        id_payload = message.require(PayloadType.ID, IdPayload)
+        self.id_body_i = message.raw_body(PayloadType.ID)
+        self._pick_policy(identity_of(id_payload), switch_keys=True)
+        self._note_vendor_ids(message)
+        self._choose(offer)
+        choice = sa.choice
+        assert choice is not None
+        self.key_exchange = create_key_exchange(choice.group, sa.rng)
+        self.nonce_r = sa.rng.bytes(NONCE_SIZE)
+        self._derive_keys()
+        our_id = identity_payload(sa.policy.local_id)
+        self.id_body_r = our_id.encode()
+        payloads: PayloadList = [
+            (PayloadType.SA, self._answer_sa),
+            (PayloadType.KE, KePayload(self.key_exchange.public_value)),
+            (PayloadType.NONCE, NoncePayload(self.nonce_r)),
+            (PayloadType.ID, our_id),
+            (PayloadType.HASH, HashPayload(self._hash(initiator=False))),
+            *self._reply_vendor_ids(), *self._natd_payloads()]
+        self._send(payloads, now, track=True)
+        self.step = Step.R_AM2
+
+    def _on_am2(self, data: bytes, local: Address, remote: Address, now: float) -> None:
+        message = decode_message(data)
+        self._accept(self._first_sa(message))
+        self._note_vendor_ids(message)
+        self.peer_public = message.require(PayloadType.KE, KePayload).data
+        self.nonce_r = message.require(PayloadType.NONCE, NoncePayload).data
+        id_payload = message.require(PayloadType.ID, IdPayload)
+        self.id_body_r = message.raw_body(PayloadType.ID)
+        self._check_peer_id(identity_of(id_payload))
+        self._derive_keys()
+        self._verify(message, self._hash(initiator=False), "HASH_R")
+        self._process_natd(message)
+        self.sa.heard(local, remote, now)
+        self.sa.float_to_nat_t()
+        payloads: PayloadList = [(PayloadType.HASH, HashPayload(self._hash(initiator=True)))]
+        payloads += self._natd_payloads() + self._initial_contact()
+        self._send(payloads, now, track=False, encrypt=True)
+        self._established(now)
+
+    def _on_am3(self, data: bytes, local: Address, remote: Address, now: float) -> None:
+        message = self._open(data) if data[19] & 1 else decode_message(data)
+        if not message.payloads or message.payloads[0][0] != PayloadType.HASH:
+            raise AuthenticationFailed("aggressive mode message 3 does not start with HASH_I")
+        self._verify(message, self._hash(initiator=True), "HASH_I")
+        self._process_natd(message)
+        self._note_initial_contact(message)
+        self.sa.heard(local, remote, now)
+        self._established(now)
+
+    # ------------------------------------------------------------------ pieces ------
+    def _send(self, payloads: PayloadList, now: float, *, track: bool,
+              encrypt: bool = False) -> None:
+        sa = self.sa
+        data, next_iv = sa.build(self.exchange, 0, payloads, sa.phase1_iv if encrypt else None)
+        if encrypt:
+            sa.phase1_iv = next_iv
+        self.last_out = data
+        if track:
+            self.retransmit_record = sa.send_tracked(data, now)
+        else:
+            self.retransmit_record = None
+            sa.emit(data, now)
+
+    def _established(self, now: float) -> None:
+        sa = self.sa
+        self.step = Step.DONE
+        self.retransmit_record = None
+        self.key_exchange = None
+        choice = sa.choice
+        assert choice is not None
+        lifetime = choice.lifetime or sa.policy.ike_lifetime
+        sa.mark_established(now, min(lifetime, sa.policy.ike_lifetime))
+
+    def _first_sa(self, message: Message) -> SaPayload:
+        """RFC 2409 5: the SA payload precedes all others in phase 1."""
+        if not message.payloads or message.payloads[0][0] != PayloadType.SA:
+            raise MalformedMessage("phase 1 message does not start with an SA payload")
+        payload = message.payloads[0][1]
+        assert isinstance(payload, SaPayload)
+        if not self.sa.initiator:
+            self.sa_body = message.raw[0][4:]
+        return payload
+
+    def _choose(self, offer: SaPayload) -> None:
+        sa = self.sa
+        ours: list[Phase1Choice] = []
+        for policy in sa.candidates:
+            ours += [c for c in phase1_choices(policy.ike_proposals, policy.ike_lifetime)
+                     if c not in ours]
+        self._answer_sa, sa.choice = select_phase1(ours, offer, sa.policy.ike_lifetime)
+
+    def _accept(self, answer: SaPayload) -> None:
+        choice = accept_phase1(self.offered, answer)
+        lifetime = choice.lifetime or self.sa.policy.ike_lifetime
+        self.sa.choice = Phase1Choice(choice.key_bits, choice.hash_alg, choice.group,
+                                      min(lifetime, self.sa.policy.ike_lifetime))
+
+    def _derive_keys(self) -> None:
+        sa, choice, exchange = self.sa, self.sa.choice, self.key_exchange
+        assert choice is not None and exchange is not None
+        try:
+            shared = exchange.shared_secret(self.peer_public)
+        except InvalidKeyExchange as error:
+            raise InvalidKeyInformation(str(error)) from None
+        prf = Ikev1Prf(choice.hash_alg)
+        skeyid = skeyid_psk(prf, sa.policy.psk, self.nonce_i, self.nonce_r)
+        sa.keys = derive_phase1_keys(prf, skeyid, shared, sa.cky_i, sa.cky_r)
+        sa.prf = prf
+        sa.cipher = CbcCipher(Phase1Encr.AES_CBC,
+                              encryption_key(prf, sa.keys.skeyid_e, choice.key_bits // 8))
+        gxi, gxr = self._publics()
+        sa.phase1_iv = initial_iv(prf, gxi, gxr, sa.cipher.block_size)
+
+    def _publics(self) -> tuple[bytes, bytes]:
+        assert self.key_exchange is not None
+        ours = self.key_exchange.public_value
+        return (ours, self.peer_public) if self.sa.initiator else (self.peer_public, ours)
+
+    def _hash(self, *, initiator: bool) -> bytes:
+        sa = self.sa
+        assert sa.prf is not None and sa.keys is not None
+        gxi, gxr = self._publics()
+        if initiator:
+            return sa.prf.prf(sa.keys.skeyid, gxi, gxr, sa.cky_i, sa.cky_r, self.sa_body,
+                              self.id_body_i)
+        return sa.prf.prf(sa.keys.skeyid, gxr, gxi, sa.cky_r, sa.cky_i, self.sa_body,
+                          self.id_body_r)
+
+    def _verify(self, message: Message, expected: bytes, what: str) -> None:
+        received = message.require(PayloadType.HASH, HashPayload).data
+        if not hmac.compare_digest(received, expected):
+            raise AuthenticationFailed(f"{what} does not verify: the pre-shared keys differ")
+
+    def _open(self, data: bytes) -> Message:
+        """Decrypts a phase 1 message; garbage means the keys (the PSKs) differ."""
+        sa = self.sa
+        if not data[19] & 1:
+            raise AuthenticationFailed("phase 1 identity message is not encrypted")
+        try:
+            message = sa.open(data, sa.phase1_iv)
+        except (IsakmpError, DecodeError) as error:
+            raise AuthenticationFailed(f"cannot decrypt the peer's identity ({error}): the "
+                                       "pre-shared keys probably differ") from None
+        sa.phase1_iv = message.next_iv
+        return message
+
+    def _pick_policy(self, identity: Identity, *, switch_keys: bool) -> None:
+        """Responder: the configured peer this identity belongs to.  Before keys exist
+        (aggressive mode) any candidate may be picked; afterwards only those sharing the
+        pre-shared key already used."""
+        sa = self.sa
+        sa.peer_id = identity
+        usable = [p for p in sa.candidates if switch_keys or p.psk == sa.policy.psk]
+        exact = [p for p in usable if p.remote_id == identity]
+        anyone = [p for p in usable if p.remote_id is None]
+        if exact or anyone:
+            sa.policy = (exact or anyone)[0]
+            return
+        raise InvalidIdInformation(f"no peer is configured with identity {identity}")
+
+    def _check_peer_id(self, identity: Identity) -> None:
+        self.sa.peer_id = identity
+        wanted = self.sa.policy.remote_id
+        if wanted is not None and identity != wanted:
+            raise InvalidIdInformation(f"peer identified as {identity}, expected {wanted}")
+
+    # -- vendor IDs and NAT detection ------------------------------------------------
+    def _note_vendor_ids(self, message: Message) -> None:
+        sa = self.sa
+        self.peer_vids |= {v.data for v in message.get_all(PayloadType.VENDOR_ID,
+                                                            VendorIdPayload)}
+        sa.peer_dpd = VID_DPD in self.peer_vids
+        if sa.policy.nat_traversal == "off":
+            return
+        if VID_NATT_RFC3947 in self.peer_vids:
+            sa.natt_draft = False
+        elif self.peer_vids & NATT_DRAFT_VIDS:
+            sa.natt_draft = True
+
+    def _reply_vendor_ids(self) -> PayloadList:
+        vids = [VID_DPD]
+        if self.sa.natt_draft is False:
+            vids.append(VID_NATT_RFC3947)
+        elif self.sa.natt_draft:
+            vids.append(next(v for v in (VID_NATT_DRAFT_03, VID_NATT_DRAFT_02,
+                                         VID_NATT_DRAFT_02N) if v in self.peer_vids))
+        return [(PayloadType.VENDOR_ID, VendorIdPayload(v)) for v in vids]
+
+    def _natd_kind(self) -> PayloadType:
+        return PayloadType.NAT_D_DRAFT if self.sa.natt_draft else PayloadType.NAT_D
+
+    def _natd_payloads(self) -> PayloadList:
+        sa = self.sa
+        if sa.natt_draft is None or sa.choice is None:
+            return []
+        prf = Ikev1Prf(sa.choice.hash_alg)
+        remote = natd_hash(prf, sa.cky_i, sa.cky_r, sa.remote)
+        if sa.policy.nat_traversal == "force":
+            # Claim a NAT in front of us so both sides encapsulate ESP in UDP.
+            local = sa.rng.bytes(prf.output_size)
+            sa.nat_forced = True
+        else:
+            local = natd_hash(prf, sa.cky_i, sa.cky_r, sa.local)
+        kind = self._natd_kind()
+        return [(kind, NatDPayload(remote)), (kind, NatDPayload(local))]
+
+    def _process_natd(self, message: Message) -> None:
+        sa = self.sa
+        if sa.natt_draft is None or sa.choice is None:
+            return
+        hashes = [p.data for p in message.get_all(self._natd_kind(), NatDPayload)]
+        if len(hashes) < 2:
+            sa.log("info", "peer announced NAT-T but sent no NAT-D payloads")
+            sa.natt_draft = None
+            sa.nat_forced = False
+            return
+        prf = Ikev1Prf(sa.choice.hash_alg)
+        sa.nat_local = hashes[0] != natd_hash(prf, sa.cky_i, sa.cky_r, sa.local)
+        sa.nat_remote = natd_hash(prf, sa.cky_i, sa.cky_r, sa.remote) not in hashes[1:]
+        if sa.nat_local:
+            sa.log("info", "local host is behind NAT, sending keepalives")
+        if sa.nat_remote:
+            sa.log("info", "remote host is behind NAT")
+
+    def _initial_contact(self) -> PayloadList:
+        if not self.sa.send_initial_contact:
+            return []
+        return [(PayloadType.NOTIFY, NotifyPayload(NotifyType.INITIAL_CONTACT,
+                                                   ProtocolId.ISAKMP, self.sa.cookies))]
+
+    def _note_initial_contact(self, message: Message) -> None:
+        if any(n.notify_type == NotifyType.INITIAL_CONTACT for n in message.notifies()):
+            self.sa.initial_contact_received = True
+
+    _answer_sa: SaPayload
+
