@@ -122,12 +122,20 @@ def tcp_mss_of(peer: PeerConfig) -> int | None:
 def interface_spec(
     peer: PeerConfig, borrowed_source: ipaddress.IPv4Address | None = None
 ) -> InterfaceSpec:
-    """The interface of `peer`; `borrowed_source` only matters when it is unnumbered."""
+    """The interface of `peer`; `borrowed_source` only matters when it is unnumbered.
+
+    A link-local source (169.254.0.0/16, the fallback when no interface lends an IPv4
+    address) belongs to no interface, so the tunnel itself carries it as a /32: the
+    backends use `borrowed_source` as a route's preferred source, which must be local.
+    """
+    address = peer.address
+    if address is None and borrowed_source is not None and borrowed_source.is_link_local:
+        address, borrowed_source = ipaddress.IPv4Interface(f"{borrowed_source}/32"), None
     return InterfaceSpec(
         name=peer.interface,
         if_id=peer.if_id,
         mtu=peer.mtu,
-        address=peer.address,
+        address=address,
         borrowed_source=borrowed_source if peer.address is None else None,
         tcp_mss=tcp_mss_of(peer),
     )

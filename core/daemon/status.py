@@ -104,11 +104,7 @@ def peer_status(
         },
         "link_up": peer.link_up,
         "address": str(config.address) if config.address else None,
-        "borrowed_source": (
-            str(peer.interface.borrowed_source)
-            if peer.interface and peer.interface.borrowed_source
-            else None
-        ),
+        "borrowed_source": _borrowed(peer),
         "routes": [str(prefix) for prefix in config.routes],
         "ike_sa": _ike_json(live, clock) if live else None,
         "child_sas": [_child_json(child, counters, clock) for child in live.children]
@@ -130,6 +126,16 @@ def peer_status(
             else None
         ),
     }
+
+
+def _borrowed(peer: PeerRuntime) -> str | None:
+    """The source address an unnumbered interface uses (None when numbered)."""
+    spec = peer.interface
+    if peer.config.address is not None or spec is None:
+        return None
+    if spec.borrowed_source is not None:
+        return str(spec.borrowed_source)
+    return str(spec.address.ip) if spec.address is not None else None
 
 
 def _configured(address: object) -> JsonDict:

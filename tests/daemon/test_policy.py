@@ -85,9 +85,13 @@ def test_interface_spec_mss_and_unnumbered_source() -> None:
     assert spec.name == "ipsec5" and spec.if_id == 0x72620005
     assert spec.tcp_mss == 1360 and spec.borrowed_source is None
     unnumbered = _peer('tcp_mss = "off"\n')
-    spec = interface_spec(unnumbered, ipaddress.IPv4Address("169.254.0.1"))
+    spec = interface_spec(unnumbered, ipaddress.IPv4Address("192.0.2.7"))
     assert spec.address is None and spec.tcp_mss is None
-    assert spec.borrowed_source == ipaddress.IPv4Address("169.254.0.1")
+    assert spec.borrowed_source == ipaddress.IPv4Address("192.0.2.7")
+    # the link-local fallback is local to no interface: the tunnel carries it itself
+    spec = interface_spec(unnumbered, ipaddress.IPv4Address("169.254.0.1"))
+    assert spec.address == ipaddress.IPv4Interface("169.254.0.1/32")
+    assert spec.borrowed_source is None
     assert interface_spec(_peer("tcp_mss = 1200\n")).tcp_mss == 1200
 
 
