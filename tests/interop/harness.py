@@ -150,6 +150,17 @@ class Netns:
     def ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return sh("ip", "-n", self.name, *args, check=check)
 
+    def ip_batch(self, commands: Sequence[str]) -> None:
+        """Many `ip` commands in one process (`ip -batch`), for large setups."""
+        if not commands:
+            return
+        result = subprocess.run(
+            ["ip", "-n", self.name, "-batch", "-"], input="\n".join(commands) + "\n",
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise HarnessError(f"ip -n {self.name} -batch failed: {result.stderr.strip()}")
+
     def add_address(self, device: str, cidr: str) -> None:
         self.ip("addr", "add", cidr, "dev", device)
 
@@ -176,9 +187,8 @@ def connect_veth(
     sh("ip", "-n", ns_a.name, "link", "add", device, "type", "veth", "peer", "name", device,
        "netns", ns_b.name)  # fmt: skip
     for namespace, addresses in ((ns_a, addresses_a), (ns_b, addresses_b)):
-        for cidr in addresses:
-            namespace.ip("addr", "add", cidr, "dev", device, "nodad")
-        namespace.ip("link", "set", device, "up")
+        commands = [f"addr add {cidr} dev {device} nodad" for cidr in addresses]
+        namespace.ip_batch([*commands, f"link set {device} up"])
 
 
 @contextlib.contextmanager
@@ -197,18 +207,23 @@ def namespace_pair(
 
 @dataclass(frozen=True)
 class TunSetup:
-    """Inner addresses on libipsec's TUN and the routes through it (source: first address)."""
+    """Inner addresses on libipsec's TUN and the routes through it.
+
+    A route is a destination (source: the first address) or a (destination, source) pair.
+    """
 
     addresses: tuple[str, ...] = ()
-    routes: tuple[str, ...] = ()
+    routes: tuple[str | tuple[str, str], ...] = ()
     device: str = "ipsec0"
 
     def apply(self, namespace: Netns) -> None:
-        for cidr in self.addresses:
-            namespace.ip("addr", "replace", cidr, "dev", self.device)
-        source = ["src", self.addresses[0].split("/")[0]] if self.addresses else []
-        for destination in self.routes:
-            namespace.ip("route", "replace", destination, "dev", self.device, *source)
+        commands = [f"addr replace {cidr} dev {self.device}" for cidr in self.addresses]
+        default_source = self.addresses[0].split("/")[0] if self.addresses else None
+        for route in self.routes:
+            destination, source = route if isinstance(route, tuple) else (route, default_source)
+            src = f" src {source}" if source else ""
+            commands.append(f"route replace {destination} dev {self.device}{src}")
+        namespace.ip_batch(commands)
 
 
 class Charon:
@@ -277,14 +292,17 @@ class Charon:
             self.kill()
             raise HarnessError(f"charon {self.name}: no vici socket within {timeout} s\n"
                                + self.diagnostics())  # fmt: skip
-        self.load()
         tun = self.tun
         if tun is not None:
+            # Before loading: kernel-libipsec refuses a CHILD_SA whose local traffic
+            # selector holds none of our addresses, and `start_action = start` initiates
+            # during the load.
             if wait_until(lambda: self.netns.has_link(tun.device), 5.0) is None:
                 raise HarnessError(
                     f"charon {self.name}: no TUN {tun.device}\n" + self.diagnostics()
                 )
             tun.apply(self.netns)
+        self.load()
 
     def _env(self) -> dict[str, str]:
         return dict(os.environ, STRONGSWAN_CONF=str(self.strongswan_conf))
