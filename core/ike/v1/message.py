@@ -30,7 +30,7 @@ from core.ike.v1.errors import (
 from core.ike.v1.payloads import NotifyPayload, Payload, PayloadList, decode_chain, encode_chain
 
 P = TypeVar("P")
-_KNOWN_FLAGS = Flag.ENCRYPTION | Flag.COMMIT | Flag.AUTH_ONLY
+_KNOWN_FLAGS = int(Flag.ENCRYPTION | Flag.COMMIT | Flag.AUTH_ONLY)
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class Message:
 def encode_message(message: Message, cipher: CbcCipher | None = None, iv: bytes = b"") -> bytes:
     """The datagram; with `cipher` the body is padded and encrypted under `iv`."""
     body = encode_chain(message.payloads)
-    flags = message.flags & ~Flag.ENCRYPTION
+    flags = message.flags & ~int(Flag.ENCRYPTION) & 0xFF
     if cipher is not None:
         body += bytes(-len(body) % cipher.block_size)
         body = cipher.encrypt(iv, body)

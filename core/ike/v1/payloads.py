@@ -131,6 +131,8 @@ def _decode_list(buf: Buffer, kind: PayloadType, limit: int) -> list[Buffer]:
     """The bodies of a chain of proposal or transform substructures."""
     found: list[Buffer] = []
     following = int(kind)
+    if buf.eof():
+        raise BadProposalSyntax(f"no {kind.name.lower()}")
     while following != PayloadType.NONE:
         if following != kind:
             raise BadProposalSyntax(f"{kind.name} chain continues with payload {following}")

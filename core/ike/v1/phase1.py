@@ -249,7 +249,7 @@ class Phase1:
         self.key_exchange = create_key_exchange(choice.group, self.sa.rng)
         self.nonce_r = self.sa.rng.bytes(NONCE_SIZE)
         self._derive_keys()
-        self._process_natd(message)
+        self._process_natd(message, local, remote)
         payloads: PayloadList = [(PayloadType.KE, KePayload(self.key_exchange.public_value)),
                                  (PayloadType.NONCE, NoncePayload(self.nonce_r))]
         self._send(payloads + self._natd_payloads(), now, track=False)
@@ -260,7 +260,7 @@ class Phase1:
         self.peer_public = message.require(PayloadType.KE, KePayload).data
         self.nonce_r = message.require(PayloadType.NONCE, NoncePayload).data
         self._derive_keys()
-        self._process_natd(message)
+        self._process_natd(message, local, remote)
         self.sa.float_to_nat_t()
         our_id = identity_payload(self.sa.policy.local_id)
         self.id_body_i = our_id.encode()
@@ -334,7 +334,7 @@ class Phase1:
         self._check_peer_id(identity_of(id_payload))
         self._derive_keys()
         self._verify(message, self._hash(initiator=False), "HASH_R")
-        self._process_natd(message)
+        self._process_natd(message, local, remote)
         self.sa.heard(local, remote, now)
         self.sa.float_to_nat_t()
         payloads: PayloadList = [(PayloadType.HASH, HashPayload(self._hash(initiator=True)))]
@@ -347,7 +347,7 @@ class Phase1:
         if not message.payloads or message.payloads[0][0] != PayloadType.HASH:
             raise AuthenticationFailed("aggressive mode message 3 does not start with HASH_I")
         self._verify(message, self._hash(initiator=True), "HASH_I")
-        self._process_natd(message)
+        self._process_natd(message, local, remote)
         self._note_initial_contact(message)
         self.sa.heard(local, remote, now)
         self._established(now)
@@ -509,7 +509,9 @@ class Phase1:
         kind = self._natd_kind()
         return [(kind, NatDPayload(remote)), (kind, NatDPayload(local))]
 
-    def _process_natd(self, message: Message) -> None:
+    def _process_natd(self, message: Message, local: Address, remote: Address) -> None:
+        """Compares the peer's NAT-D hashes with the addresses the message travelled
+        between (RFC 3947 3.2: first the receiver, then the sender)."""
         sa = self.sa
         if sa.natt_draft is None or sa.choice is None:
             return
@@ -520,8 +522,8 @@ class Phase1:
             sa.nat_forced = False
             return
         prf = Ikev1Prf(sa.choice.hash_alg)
-        sa.nat_local = hashes[0] != natd_hash(prf, sa.cky_i, sa.cky_r, sa.local)
-        sa.nat_remote = natd_hash(prf, sa.cky_i, sa.cky_r, sa.remote) not in hashes[1:]
+        sa.nat_local = hashes[0] != natd_hash(prf, sa.cky_i, sa.cky_r, local)
+        sa.nat_remote = natd_hash(prf, sa.cky_i, sa.cky_r, remote) not in hashes[1:]
         if sa.nat_local:
             sa.log("info", "local host is behind NAT, sending keepalives")
         if sa.nat_remote:

@@ -321,6 +321,7 @@ class QuickMode:
         if track:
             self.retransmit_record = sa.send_tracked(data, now)
         else:
+            self.retransmit_record = None
             sa.emit(data, now)
 
     def _open(self, data: bytes) -> Message:
