@@ -10,12 +10,12 @@ Both skip with a clear reason when strongSwan is not installed.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
-from typing import Protocol
 
 import pytest
 
 from tests.interop.harness import (
     Charon,
+    CharonFactory,
     CharonSettings,
     Connection,
     Netns,
@@ -25,17 +25,6 @@ from tests.interop.harness import (
 )
 
 CALL_FAILED = pytest.StashKey[bool]()
-
-
-class CharonFactory(Protocol):
-    def __call__(
-        self,
-        netns: Netns,
-        name: str,
-        connections: Sequence[Connection],
-        settings: CharonSettings | None = None,
-        tun: TunSetup | None = None,
-    ) -> Charon: ...
 
 
 @pytest.hookimpl(wrapper=True)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from tests.interop.sa_info import ChildSaInfo, IkeSaInfo, parse_list_sa
 from tests.interop.strongswan_config import (
@@ -45,6 +45,7 @@ from tests.interop.vici import Message, ViciClient, ViciError
 
 __all__ = [
     "Charon",
+    "CharonFactory",
     "CharonSettings",
     "Child",
     "ChildSaInfo",
@@ -448,3 +449,16 @@ class Charon:
             sas = self.swanctl("--list-sas", check=False).stdout
         return (f"--- charon {self.name} output ---\n{output[-2000:]}\n--- list-sas ---\n{sas}"
                 f"--- log tail ---\n{self.log_tail()}")  # fmt: skip
+
+
+class CharonFactory(Protocol):
+    """What the `charon_factory` fixture hands a test: makes, starts and tracks a Charon."""
+
+    def __call__(
+        self,
+        netns: Netns,
+        name: str,
+        connections: Sequence[Connection],
+        settings: CharonSettings | None = None,
+        tun: TunSetup | None = None,
+    ) -> Charon: ...

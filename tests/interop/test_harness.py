@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.conftest import CharonFactory
 from tests.interop.harness import (
     Charon,
+    CharonFactory,
     Child,
     Connection,
     HarnessError,
