@@ -1,0 +1,45 @@
+"""Small helpers shared by the console tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rich.style import Style
+from rich.text import Text
+from textual.pilot import Pilot
+from textual.widgets import DataTable
+
+from tui.app import ConsoleApp
+
+AppFactory = Callable[..., ConsoleApp]
+
+
+async def settle(pilot: Pilot[int], polls: int = 1) -> None:
+    """Waits until the app has taken `polls` more status snapshots and drawn them."""
+    app = pilot.app
+    assert isinstance(app, ConsoleApp)
+    target = app.polls + polls
+    for _ in range(200):
+        if app.polls >= target:
+            break
+        app.refresh_now()
+        await pilot.pause(0.02)
+    await pilot.pause()
+    assert app.polls >= target, "the console took no status snapshot"
+
+
+def cell_text(table: DataTable[Any], row: str, column: str) -> str:
+    value = table.get_cell(row, column)
+    return value.plain if isinstance(value, Text) else str(value)
+
+
+def cell_style(table: DataTable[Any], row: str, column: str) -> Style | str:
+    """The style of the first span of a cell (where the colour of a bar or state is)."""
+    value = table.get_cell(row, column)
+    assert isinstance(value, Text) and value.spans, f"{row}/{column} has no styled text"
+    return value.spans[0].style
+
+
+def notifications(app: ConsoleApp) -> list[str]:
+    return [f"{n.title}: {n.message}" for n in app._notifications]
