@@ -24,6 +24,7 @@ import enum
 import hmac
 import ipaddress
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from core.crypto.dh import InvalidKeyExchange, KeyExchange, create_key_exchange
@@ -46,8 +47,10 @@ from core.ike.v1.constants import (
     VID_NATT_DRAFT_03,
     VID_NATT_RFC3947,
     ExchangeType,
+    LifeType,
     NotifyType,
     PayloadType,
+    Phase1Attr,
     Phase1Encr,
     ProtocolId,
 )
@@ -64,6 +67,7 @@ from core.ike.v1.errors import (
 from core.ike.v1.ids import identity_of, identity_payload
 from core.ike.v1.message import Header, Message, decode_message
 from core.ike.v1.payloads import (
+    Attribute,
     HashPayload,
     IdPayload,
     KePayload,
@@ -73,10 +77,12 @@ from core.ike.v1.payloads import (
     PayloadList,
     SaPayload,
     VendorIdPayload,
+    encode_attributes,
 )
 from core.ike.v1.proposals import (
     Phase1Choice,
     accept_phase1,
+    min_lifetime,
     phase1_choices,
     phase1_offer,
     select_phase1,
@@ -131,6 +137,7 @@ class Phase1:
         self.last_out: bytes | None = None
         self.retransmit_record: Retransmit | None = None
         self.peer_vids: set[bytes] = set()
+        self.peer_lifetime: float | None = None  # responder: what the initiator proposed
 
     @property
     def exchange(self) -> ExchangeType:
@@ -373,8 +380,19 @@ class Phase1:
         self.key_exchange = None
         choice = sa.choice
         assert choice is not None
-        lifetime = choice.lifetime or sa.policy.ike_lifetime
-        sa.mark_established(now, min(lifetime, sa.policy.ike_lifetime))
+        lifetime = min_lifetime(choice.lifetime, sa.policy.ike_lifetime)
+        sa.mark_established(now, lifetime)
+        if not sa.initiator and (self.peer_lifetime is None or self.peer_lifetime > lifetime):
+            self._send_responder_lifetime(lifetime, now)
+
+    def _send_responder_lifetime(self, lifetime: float, now: float) -> None:
+        """Tell the initiator our shorter ISAKMP SA lifetime (RFC 2407 4.6.3.1)."""
+        from core.ike.v1 import informational
+
+        attrs = (Attribute(Phase1Attr.LIFE_TYPE, LifeType.SECONDS),
+                 Attribute.number(Phase1Attr.LIFE_DURATION, int(lifetime)))
+        informational.send_notify(self.sa, NotifyType.RESPONDER_LIFETIME, now,
+                                  data=encode_attributes(attrs))
 
     def _first_sa(self, message: Message) -> SaPayload:
         """RFC 2409 5: the SA payload precedes all others in phase 1."""
@@ -392,13 +410,15 @@ class Phase1:
         for policy in sa.candidates:
             ours += [c for c in phase1_choices(policy.ike_proposals, policy.ike_lifetime)
                      if c not in ours]
-        self._answer_sa, sa.choice = select_phase1(ours, offer, sa.policy.ike_lifetime)
+        self._answer_sa, choice = select_phase1(ours, offer)
+        self.peer_lifetime = choice.lifetime
+        sa.choice = replace(choice, lifetime=min_lifetime(choice.lifetime,
+                                                          sa.policy.ike_lifetime))
 
     def _accept(self, answer: SaPayload) -> None:
         choice = accept_phase1(self.offered, answer)
-        lifetime = choice.lifetime or self.sa.policy.ike_lifetime
-        self.sa.choice = Phase1Choice(choice.key_bits, choice.hash_alg, choice.group,
-                                      min(lifetime, self.sa.policy.ike_lifetime))
+        self.sa.choice = replace(choice, lifetime=min_lifetime(choice.lifetime,
+                                                               self.sa.policy.ike_lifetime))
 
     def _derive_keys(self) -> None:
         sa, choice, exchange = self.sa, self.sa.choice, self.key_exchange

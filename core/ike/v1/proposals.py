@@ -76,7 +76,8 @@ def _seconds_of(attrs: tuple[Attribute, ...], type_attr: int, duration_attr: int
     return seconds
 
 
-def _min_lifetime(offered: float | None, ours: float) -> float:
+def min_lifetime(offered: float | None, ours: float) -> float:
+    """The lifetime an SA gets: the shorter of the proposed one (if any) and ours."""
     return ours if offered is None or offered <= 0 else min(offered, ours)
 
 
@@ -168,19 +169,17 @@ def _single_proposal(sa: SaPayload, protocol: int) -> Proposal:
     return proposals[0]
 
 
-def select_phase1(ours: list[Phase1Choice], offer: SaPayload, our_lifetime: float,
+def select_phase1(ours: list[Phase1Choice], offer: SaPayload,
                   group: DhGroup | None = None) -> tuple[SaPayload, Phase1Choice]:
-    """Responder: the first of the peer's transforms we accept, returned unchanged.  The
-    choice's lifetime is the shorter of the peer's and ours."""
+    """Responder: the first of the peer's transforms we accept, returned unchanged (the
+    choice carries the peer's proposed lifetime)."""
     proposal = _single_proposal(offer, ProtocolId.ISAKMP)
     for transform in proposal.transforms:
         choice = parse_phase1_transform(transform)
         if choice is None or (group is not None and choice.group != group):
             continue
         if any(choice.same_suite(mine) for mine in ours):
-            answer = SaPayload((replace(proposal, transforms=(transform,)),))
-            return answer, replace(choice, lifetime=_min_lifetime(choice.lifetime,
-                                                                 our_lifetime))
+            return SaPayload((replace(proposal, transforms=(transform,)),)), choice
     raise NoProposalChosen(f"no acceptable ISAKMP transform among {len(proposal.transforms)}")
 
 
@@ -333,9 +332,10 @@ def _acceptable(choice: EspChoice, specs: tuple[ProposalSpec, ...], tunnel: bool
 
 
 def select_esp(specs: tuple[ProposalSpec, ...], offer: SaPayload, *, tunnel: bool,
-               udp_allowed: bool, our_lifetime: float) -> tuple[Proposal, EspChoice]:
-    """Responder: the first acceptable ESP transform, in the peer's order.  Proposals that
-    bundle several protocols under one number (AH+ESP, IPComp) are skipped."""
+               udp_allowed: bool) -> tuple[Proposal, EspChoice]:
+    """Responder: the first acceptable ESP transform, in the peer's order (the choice
+    carries the peer's proposed lifetime).  Proposals that bundle several protocols under
+    one number (AH+ESP, IPComp) are skipped."""
     numbers = [p.number for p in offer.proposals]
     for proposal in offer.proposals:
         if proposal.protocol != ProtocolId.ESP or numbers.count(proposal.number) > 1:
@@ -343,9 +343,7 @@ def select_esp(specs: tuple[ProposalSpec, ...], offer: SaPayload, *, tunnel: boo
         for transform in proposal.transforms:
             choice = parse_esp_transform(transform)
             if choice is not None and _acceptable(choice, specs, tunnel, udp_allowed):
-                answer = replace(proposal, transforms=(transform,))
-                return answer, replace(choice, lifetime=_min_lifetime(choice.lifetime,
-                                                                     our_lifetime))
+                return replace(proposal, transforms=(transform,)), choice
     mode = "tunnel" if tunnel else "transport"
     raise NoProposalChosen(f"no acceptable ESP transform ({mode} mode) in the peer's offer")
 

@@ -58,6 +58,7 @@ from core.ike.v1.proposals import (
     accept_esp,
     encap_mode,
     esp_offer,
+    min_lifetime,
     pfs_group,
     select_esp,
 )
@@ -165,7 +166,7 @@ class QuickMode:
             self.local_ts, self.remote_ts = local_ts, remote_ts
         elif ids:
             raise InvalidIdInformation(f"quick mode response with {len(ids)} ID payloads")
-        lifetime = min(sa.policy.child_lifetime, choice.lifetime or sa.policy.child_lifetime)
+        lifetime = min_lifetime(choice.lifetime, sa.policy.child_lifetime)
         for note in message.notifies():
             seconds = _seconds(note) if note.notify_type == NotifyType.RESPONDER_LIFETIME \
                 else None
@@ -200,8 +201,7 @@ class QuickMode:
         self.remote_ts, self.local_ts = self._peer_selectors(ids)
         proposal, choice = select_esp(policy.esp_proposals, offer,
                                       tunnel=policy.mode == "tunnel",
-                                      udp_allowed=sa.natt_draft is not None,
-                                      our_lifetime=policy.child_lifetime)
+                                      udp_allowed=sa.natt_draft is not None)
         if choice.group is not None:
             self.key_exchange = create_key_exchange(choice.group, sa.rng)
         shared = self._shared_secret(message, choice)
@@ -214,7 +214,7 @@ class QuickMode:
             rest.append((PayloadType.KE, KePayload(self.key_exchange.public_value)))
         rest += [(PayloadType.ID, payload) for payload in ids]
         proposed = choice.lifetime
-        lifetime = min(policy.child_lifetime, proposed or policy.child_lifetime)
+        lifetime = min_lifetime(proposed, policy.child_lifetime)
         if proposed is None or proposed > lifetime:
             attrs = (Attribute(IpsecAttr.LIFE_TYPE, LifeType.SECONDS),
                      Attribute.number(IpsecAttr.LIFE_DURATION, int(lifetime)))
