@@ -87,6 +87,7 @@ class Pair:
         self.duplicate = False
         self.delivered = 0
         self.keepalives = 0
+        self.wire: list[tuple[str, Datagram]] = []  # every datagram sent, in order
 
     def _translate(self, sender: Side, datagram: Datagram) -> tuple[Address, Address]:
         src, dst = datagram.local, datagram.remote
@@ -103,6 +104,7 @@ class Pair:
                 sender.events += sender.endpoint.pop_events()
                 for datagram in sender.endpoint.pop_datagrams():
                     sender.sent.append(datagram)
+                    self.wire.append((sender.name, datagram))
                     moved = True
                     if self.drop(sender, datagram.data):
                         continue
