@@ -17,6 +17,7 @@ import errno
 import ipaddress
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -89,14 +90,22 @@ class XfrmDataplane:
         self._interfaces: Interfaces | None = None
         self._sas: dict[SaKey, SaSpec] = {}
         self._policy_if_ids: set[int] = set()
+        self._work_lock = threading.Lock()
         self._installed_templates: dict[int, tuple[rq.PolicyTemplate, rq.PolicyTemplate]] = {}
 
     # -- plumbing ------------------------------------------------------------------
     async def _run(self, what: str, work: Callable[[], T], *, started: bool = True) -> T:
         if started and self._xfrm is None:
             raise DataplaneError(f"{what}: kernel dataplane used before start()")
+
+        def serialized() -> T:
+            # One call at a time: multi-step changes (nft renders, policy syncs) read and
+            # write shared state, and concurrent daemon calls must not interleave them.
+            with self._work_lock:
+                return work()
+
         try:
-            return await asyncio.to_thread(work)
+            return await asyncio.to_thread(serialized)
         except _FAILURES as exc:
             raise DataplaneError(f"{what}: {_reason(exc)}") from exc
 
