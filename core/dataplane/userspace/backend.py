@@ -195,7 +195,7 @@ class UserspaceDataplane:
         try:
             with _netlink_errors(f"{spec.name}: configuring the new interface"):
                 interface = _Interface(spec, fd, await self._links.ifindex(spec.name))
-                await self._configure(interface, spec, set_address=True)
+                await self._configure(interface, spec, set_address=True, fresh=True)
                 disable_ipv6_forwarding(spec.name)
         except BaseException:
             os.close(fd)  # the device and everything on it disappear with the fd
@@ -458,11 +458,11 @@ class UserspaceDataplane:
             interface.outbound = remaining[-1] if remaining else None
 
     async def _configure(
-        self, interface: _Interface, spec: InterfaceSpec, *, set_address: bool
+        self, interface: _Interface, spec: InterfaceSpec, *, set_address: bool, fresh: bool = False
     ) -> None:
         await self._links.set_mtu(interface.index, spec.mtu)
         if set_address:
-            await self._links.set_address(interface.index, spec.address)
+            await self._links.set_address(interface.index, spec.address, fresh=fresh)
         if spec.address is not None and spec.address.network.prefixlen < 32:
             await self._links.replace_guard(spec.address.network)
 

@@ -18,6 +18,7 @@ import fcntl
 import ipaddress
 import os
 import re
+import socket
 import struct
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,9 @@ class LinkConfig:
             self._ipr = None
 
     async def ifindex(self, name: str) -> int:
-        links = await _results(await self._ipr.link("get", ifname=name))
-        return int(links[0]["index"])
+        # An ioctl, not an rtnetlink round trip: pyroute2's parsed replies are transient
+        # garbage that fragments the heap, and memory per tunnel counts (issue 4).
+        return socket.if_nametoindex(name)
 
     async def our_tun_links(self) -> list[tuple[int, str]]:
         """TUN devices named ipsec0..63 (left by a crashed run, or by another instance)."""
@@ -97,9 +99,18 @@ class LinkConfig:
     async def set_up(self, index: int, up: bool) -> None:
         await self._ipr.link("set", index=index, state="up" if up else "down")
 
-    async def set_address(self, index: int, address: ipaddress.IPv4Interface | None) -> None:
-        """Make `address` the only IPv4 address of the link (None: unnumbered)."""
-        for existing in await _results(await self._ipr.addr("dump", index=index)):
+    async def set_address(
+        self, index: int, address: ipaddress.IPv4Interface | None, *, fresh: bool = False
+    ) -> None:
+        """Make `address` the only IPv4 address of the link (None: unnumbered).
+
+        A `fresh` link has no IPv4 address yet, so the address dump is skipped: it costs
+        time and memory in proportion to all the addresses in the namespace.
+        """
+        existing_addresses = (
+            [] if fresh else await _results(await self._ipr.addr("dump", index=index))
+        )
+        for existing in existing_addresses:
             if existing["family"] == 2 and existing["index"] == index:
                 await self._ipr.addr(
                     "del", index=index, address=existing.get_attr("IFA_LOCAL"),
