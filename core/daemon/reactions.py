@@ -24,7 +24,9 @@ from core.ike.events import (
 log = logging.getLogger("rbipsec.peer")
 
 # Reasons an IKE SA ends that are no fault: not shown as the peer's last error.
-_ORDINARY_ENDS = frozenset({DownReason.DELETED_BY_US, DownReason.REPLACED})
+_ORDINARY_ENDS = frozenset(
+    {DownReason.DELETED_BY_US, DownReason.REPLACED, DownReason.DELETED_BY_PEER}
+)
 
 
 def event_peer(event: IkeEvent) -> str:

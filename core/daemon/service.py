@@ -39,7 +39,16 @@ from core.dataplane.api import Dataplane, DataplaneError
 from core.dataplane.model import DataplaneEvent, Direction, ExpiryKind, SaExpired
 from core.errors import ConfigError, UsageError
 from core.ike.constants import NAT_KEEPALIVE, NAT_T_PORT, NON_ESP_MARKER
-from core.ike.events import Address, DownReason, IkeEvent, IkeSaDown, LogMessage
+from core.ike.events import (
+    Address,
+    ChildSaDeleted,
+    ChildSaInstalled,
+    ChildSaOutboundReady,
+    DownReason,
+    IkeEvent,
+    IkeSaDown,
+    LogMessage,
+)
 from core.ike.policy import Timing
 from core.ike.v2.endpoint import Ikev2Endpoint
 from core.ike.v2.sa import Datagram
@@ -53,6 +62,7 @@ DELETE_GRACE = 1.0  # seconds the engine gets to send DELETEs (and hear answers)
 SETUP_RETRY = 10.0  # seconds between attempts for peers whose addresses could not be found
 INTERFACE_KEYS = frozenset({"mtu", "address", "tcp_mss", "routes"})
 RESTART_KEYS = ("socket", "dataplane")  # [global] keys that only a restart applies
+_SA_EVENTS = (ChildSaInstalled, ChildSaOutboundReady, ChildSaDeleted)
 
 
 class Daemon:
@@ -92,6 +102,7 @@ class Daemon:
         self.started_at = time.time()
         self.engine_errors = 0
         self._stopping = False
+        self._ordered_batches = 0  # queued batches whose datagrams must keep their order
 
     # ------------------------------------------------------------------ lifecycle ---
     @property
@@ -148,24 +159,36 @@ class Daemon:
             self.dataplane_reason = choice.reason
         log.info("dataplane: %s (%s)", self.dataplane.name, self.dataplane_reason)
         await self.dataplane.start(self._on_dataplane_event)
+        self._glue = Glue(self.dataplane)
+        self.engine = Ikev2Endpoint([], self._rng)
+        self._timer = DeadlineTimer(self.loop, self._on_timer)
+        # Interfaces are created by the worker while IKE runs: a Child SA's installation
+        # queues behind its interface.  Every peer is known to the engine before the
+        # ports open, so no early IKE_SA_INIT is refused for a peer not added yet.
+        for peer in self.peers.values():
+            await self._create_interface(peer)
+        wanted = [p for p in self.peers.values() if p.config.enabled and p.wanted_up]
+        for peer in wanted:
+            await self._start_ike(peer, initiate=False)
         transport = self._transport_factory()
         try:
             await transport.open(self)
         except OSError:
+            self.engine = None
+            self._timer.cancel()
             await self.dataplane.stop()
             raise
         self.transport = transport
         for sock in transport.encap_sockets():
             self.dataplane.register_encap_socket(sock)
-        self._glue = Glue(self.dataplane)
-        self.engine = Ikev2Endpoint([], self._rng)
-        self._timer = DeadlineTimer(self.loop, self._on_timer)
         self._periodic = [
             Periodic(self.loop, self._activity_interval(), self._poll_activity),
             Periodic(self.loop, SETUP_RETRY, self._retry_setups),
         ]
-        for peer in self.peers.values():
-            await self._setup_peer(peer)
+        for peer in wanted:
+            if peer.policy is not None and peer.remote_ip is not None:
+                self._guard(partial(self._connect, peer))
+        self._pump()
         log.info("route-based IPsec is enabled: %d peers", len(self.peers))
 
     async def _disable(self) -> None:
@@ -262,7 +285,15 @@ class Daemon:
             if not events and not datagrams:
                 break
             batch = [(self.peers.get(event_peer(event)), event) for event in events]
-            self._post(partial(self._apply, batch, datagrams))
+            if self._ordered_batches or any(isinstance(e, _SA_EVENTS) for e in events):
+                # SAs go in before the datagrams that let the peer use them leave, and
+                # later datagrams wait behind those so that nothing overtakes.
+                self._ordered_batches += 1
+                self._post(partial(self._apply, batch, datagrams, ordered=True))
+            else:
+                self._send(datagrams)
+                if batch:
+                    self._post(partial(self._apply, batch, []))
             for peer, event in batch:
                 if peer is not None and isinstance(event, IkeSaDown):
                     self._after_ike_down(peer, event)
@@ -289,20 +320,30 @@ class Daemon:
             self._guard(lambda: self._connect(peer))
 
     async def _apply(
-        self, batch: list[tuple[PeerRuntime | None, IkeEvent]], datagrams: list[Datagram]
+        self,
+        batch: list[tuple[PeerRuntime | None, IkeEvent]],
+        datagrams: list[Datagram],
+        ordered: bool = False,
     ) -> None:
         glue = self._glue
-        for peer, event in batch:
-            if isinstance(event, LogMessage):
-                _log_engine_message(peer, event)
-                continue
-            if peer is not None and glue is not None:
-                await apply_event(glue, peer, event, self.now())
-            self.bus.publish_dict(engine_event_json(event, self._to_wall))
+        try:
+            for peer, event in batch:
+                if isinstance(event, LogMessage):
+                    _log_engine_message(peer, event)
+                    continue
+                if peer is not None and glue is not None:
+                    await apply_event(glue, peer, event, self.now())
+                self.bus.publish_dict(engine_event_json(event, self._to_wall))
+            self._send(datagrams)
+        finally:
+            if ordered:
+                self._ordered_batches -= 1
+        self._publish_states()
+
+    def _send(self, datagrams: list[Datagram]) -> None:
         if self.transport is not None:
             for datagram in datagrams:
                 self.transport.send(datagram.data, datagram.local, datagram.remote)
-        self._publish_states()
 
     def _on_timer(self) -> None:
         engine = self.engine
@@ -334,12 +375,15 @@ class Daemon:
     # ------------------------------------------------------------------ peers --------
     async def _setup_peer(self, peer: PeerRuntime) -> None:
         """Interface, policies and routes; then IKE when the peer is enabled and wanted."""
-        assert self._glue is not None
-        glue = self._glue
-        borrowed = await self._borrowed_source(peer.config)
-        await self._submit(lambda: glue.create(peer, borrowed, self.now()))
+        await self._create_interface(peer)
         if peer.config.enabled and peer.wanted_up:
             await self._start_ike(peer)
+
+    async def _create_interface(self, peer: PeerRuntime) -> None:
+        """Queue the creation of the peer's interface (the worker runs it in order)."""
+        assert self._glue is not None
+        borrowed = await self._borrowed_source(peer.config)
+        self._post(partial(self._glue.create, peer, borrowed, self.now()))
 
     async def _borrowed_source(self, config: PeerConfig) -> ipaddress.IPv4Address | None:
         if config.address is not None:
@@ -350,7 +394,7 @@ class Daemon:
             log.warning("peer %s: no source address to borrow: %s", config.name, error)
             return None
 
-    async def _start_ike(self, peer: PeerRuntime) -> str | None:
+    async def _start_ike(self, peer: PeerRuntime, *, initiate: bool = True) -> str | None:
         """Add the peer to the engine and initiate unless it waits.  Returns the problem."""
         engine = self.engine
         if engine is None or peer.policy is not None:
@@ -368,7 +412,7 @@ class Daemon:
         peer.policy = policy
         peer.local_ip, peer.remote_ip = local, remote
         self._guard(lambda: engine.add_peer(policy))
-        if remote is not None:
+        if remote is not None and initiate:
             self._guard(lambda: self._connect(peer))
         self._pump()
         return None

@@ -194,7 +194,7 @@ def _dpd_json(peer: PeerRuntime, sa: IkeSa | None, clock: Clock) -> JsonDict:
     enabled = config.dpd_interval > 0 and not config.passive
     if not enabled:
         state = "off"
-    elif sa is None:
+    elif sa is None or not sa.is_established:
         state = "dead" if peer.dead_at is not None else "idle"
     elif sa.dpd_probes:
         state = "probing"
@@ -204,8 +204,8 @@ def _dpd_json(peer: PeerRuntime, sa: IkeSa | None, clock: Clock) -> JsonDict:
         "state": state,
         "interval": config.dpd_interval,
         "retries": config.dpd_retries,
-        "last_heard_at": clock.at(sa.last_heard) if sa else None,
-        "last_heard_ago": clock.since(sa.last_heard) if sa else None,
+        "last_heard_at": clock.at(sa.last_heard) if sa and sa.is_established else None,
+        "last_heard_ago": clock.since(sa.last_heard) if sa and sa.is_established else None,
         "probes_outstanding": sa.dpd_probes if sa else 0,
         "dead_at": clock.at(peer.dead_at),
     }
