@@ -83,6 +83,8 @@ class ConsoleApp(App[int]):
         self._poke = asyncio.Event()
         self._theme_dirs = list(theme_dirs) if theme_dirs is not None else None
         self._theme_names: list[str] = []
+        self._startup_theme = ""
+        self._theme_chosen = False
 
     # -- start and stop ---------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -98,6 +100,7 @@ class ConsoleApp(App[int]):
             self.theme = wanted
         elif DEFAULT_THEME in self.available_themes:
             self.theme = DEFAULT_THEME
+        self._startup_theme = self.theme
         self.palette = Palette.from_variables(self.get_css_variables())
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         from tui.screens.dashboard import DashboardScreen
@@ -209,7 +212,9 @@ class ConsoleApp(App[int]):
     # -- themes -----------------------------------------------------------------------------
     def _theme_changed(self, theme: Theme) -> None:
         self.palette = Palette.from_variables(self.get_css_variables())
-        write_state(self.state_path, theme=theme.name)
+        if theme.name != self._startup_theme or self._theme_chosen:
+            self._theme_chosen = True  # the operator's choice, not the start-up default
+            write_state(self.state_path, theme=theme.name)
         if self.snapshot is not None:
             self.status_signal.publish(self.snapshot)
 

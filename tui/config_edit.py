@@ -104,6 +104,7 @@ FORM_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("mtu", "MTU", "int"),
 )
 OPTIONAL_WHEN_EMPTY = frozenset({"address", "psk"})
+REQUIRED_KEYS = frozenset({"name", "interface", "local_address", "remote_address", "psk"})
 
 NEW_PEER_DEFAULTS: dict[str, object] = {
     "name": "",
@@ -171,9 +172,7 @@ def apply_form(
         kept = {
             key: value
             for key, value in values.items()
-            if not (
-                value in ("", [], None) and key in OPTIONAL_WHEN_EMPTY | {"local_id", "remote_id"}
-            )
+            if key in REQUIRED_KEYS or value != NEW_PEER_DEFAULTS.get(key, object())
         }
         return add_peer(text, kept)
     name = original

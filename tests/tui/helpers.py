@@ -7,7 +7,9 @@ from typing import Any
 
 from rich.style import Style
 from rich.text import Text
+from textual.geometry import Region
 from textual.pilot import Pilot
+from textual.widget import Widget
 from textual.widgets import DataTable
 
 from tui.app import ConsoleApp
@@ -35,11 +37,17 @@ def cell_text(table: DataTable[Any], row: str, column: str) -> str:
 
 
 def cell_style(table: DataTable[Any], row: str, column: str) -> Style | str:
-    """The style of the first span of a cell (where the colour of a bar or state is)."""
+    """The colour of a cell: its first span's style, else the style of the whole text."""
     value = table.get_cell(row, column)
-    assert isinstance(value, Text) and value.spans, f"{row}/{column} has no styled text"
-    return value.spans[0].style
+    assert isinstance(value, Text), f"{row}/{column} is not styled text"
+    return value.spans[0].style if value.spans else value.style
 
 
 def notifications(app: ConsoleApp) -> list[str]:
     return [f"{n.title}: {n.message}" for n in app._notifications]
+
+
+def shown(widget: Widget) -> str:
+    """What a widget shows on screen, as plain text lines."""
+    region = Region(0, 0, widget.outer_size.width, widget.outer_size.height)
+    return "\n".join(strip.text for strip in widget.render_lines(region))
