@@ -60,6 +60,7 @@ Job = Callable[[], Awaitable[Any]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 DELETE_GRACE = 1.0  # seconds the engine gets to send DELETEs (and hear answers) at shutdown
 SETUP_RETRY = 10.0  # seconds between attempts for peers whose addresses could not be found
+RESOLVE_INTERVAL = 60.0  # seconds between look-ups of remote host names (float links)
 INTERFACE_KEYS = frozenset({"mtu", "address", "tcp_mss", "routes"})
 RESTART_KEYS = ("socket", "dataplane")  # [global] keys that only a restart applies
 _SA_EVENTS = (ChildSaInstalled, ChildSaOutboundReady, ChildSaDeleted)
@@ -184,6 +185,7 @@ class Daemon:
         self._periodic = [
             Periodic(self.loop, self._activity_interval(), self._poll_activity),
             Periodic(self.loop, SETUP_RETRY, self._retry_setups),
+            Periodic(self.loop, RESOLVE_INTERVAL, lambda: self._post(self._follow_names)),
         ]
         for peer in wanted:
             if peer.policy is not None and peer.remote_ip is not None:
@@ -472,6 +474,25 @@ class Daemon:
                 and peer.config.ike_version == 2
             ):
                 self._post(partial(self._start_ike, peer))
+
+    async def _follow_names(self) -> None:
+        """Re-resolve remote host names; a peer whose name moved is re-established."""
+        for peer in list(self.peers.values()):
+            remote = peer.config.remote_address
+            if not isinstance(remote, str) or peer.policy is None or peer.remote_ip is None:
+                continue
+            try:
+                family = socket.AF_INET if peer.remote_ip.version == 4 else socket.AF_INET6
+                address = await self.netinfo.resolve(remote, family)
+            except OSError as error:
+                log.warning("peer %s: %s (keeping %s)", peer.name, error, peer.remote_ip)
+                continue
+            if address != peer.remote_ip and peer.policy is not None:
+                log.info("peer %s: %s moved from %s to %s: re-establishing",
+                         peer.name, remote, peer.remote_ip, address,
+                         extra={"peer": peer.name})  # fmt: skip
+                self._stop_ike(peer)
+                await self._start_ike(peer)
 
     # ------------------------------------------------------------------ dataplane ---
     def _on_dataplane_event(self, event: DataplaneEvent) -> None:

@@ -214,3 +214,34 @@ def test_wrong_psk_gives_a_clear_error_and_no_sas(tmp_path: Path) -> None:
             await lab.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_remote_host_name_is_resolved_and_followed(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        lab = Lab(tmp_path)
+        a = lab.node("a", (A_HOST,), config_text(
+            tmp_path / "a.sock", peer_toml("gw", "ipsec1", A_HOST, "gw.example",
+                                           remote_id="fqdn:gw.example")))  # fmt: skip
+        a.netinfo.names["gw.example"] = B_HOST
+        for index, host in enumerate((B_HOST, "198.51.100.3")):
+            lab.node(f"b{index}", (host,), config_text(
+                tmp_path / f"b{index}.sock", peer_toml("toa", "ipsec1", host, A_HOST,
+                                                       local_id="fqdn:gw.example",
+                                                       passive=True)), seed=5 + index)  # fmt: skip
+        await lab.start()
+        try:
+            await wait_for(lambda: state(a.daemon, "gw") == "up", what="up")
+            sa = a.daemon.engine.current_sa("gw")  # type: ignore[union-attr]
+            assert sa is not None and sa.remote.host == B_HOST
+            a.netinfo.names["gw.example"] = "198.51.100.3"  # the name moved
+            await a.daemon._follow_names()  # the periodic job, run now
+            await wait_for(lambda: state(a.daemon, "gw") == "up"
+                           and a.daemon.engine.current_sa("gw").remote.host  # type: ignore[union-attr]
+                           == "198.51.100.3", what="up at the new address")  # fmt: skip
+            await settle(a.daemon)
+            (out,) = [s for s in a.dataplane.sas.values() if s.spec.direction is Direction.OUT]
+            assert str(out.spec.dst) == "198.51.100.3"
+        finally:
+            await lab.stop()
+
+    asyncio.run(scenario())
