@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = _command(commands, "status", "show tunnels, SAs and DPD state", _status)
     status.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    status.add_argument("peer", nargs="?", metavar="PEER", type=_peer_name,
+                        help="only this [[peer]]")  # fmt: skip
     _add_locators(status, argparse.SUPPRESS)
 
     for name, summary in (
@@ -228,7 +230,7 @@ def _ask(args: argparse.Namespace, cmd: str, **arguments: object) -> object:
 
 
 def _status(args: argparse.Namespace) -> int:
-    status = _ask(args, "status")
+    status = _ask(args, "status", **({"peer": args.peer} if args.peer else {}))
     if args.json:
         print(json.dumps(status, indent=2))
         return EXIT_OK

@@ -212,6 +212,8 @@ def test_the_cli_talks_to_the_daemon(tmp_path: Path, capsys: pytest.CaptureFixtu
             assert await asyncio.to_thread(cli_main, ["status", *argv]) == 0
             table = capsys.readouterr().out
             assert "tob" in table and "ipsec1" in table and "up" in table
+            assert await asyncio.to_thread(cli_main, ["status", "tob", "--json", *argv]) == 0
+            assert [p["name"] for p in json.loads(capsys.readouterr().out)["peers"]] == ["tob"]
             assert await asyncio.to_thread(cli_main, ["up", "ghost", *argv]) == 1
             assert "unknown peer 'ghost'" in capsys.readouterr().err
             assert await asyncio.to_thread(cli_main, ["rekey", "tob", "--ike", *argv]) == 0
