@@ -101,3 +101,37 @@ def test_rules_are_enforced_and_nothing_is_half_installed(namespace: str, agent:
     assert "ipsec3" not in links(namespace)
     routes = sh("ip", "-n", namespace, "route", "show", "table", "all").stdout
     assert "unreachable" not in routes
+
+
+def raw_esp_sockets(namespace: str) -> list[ipaddress.IPv4Address]:
+    """Local addresses of the IPv4 raw sockets for protocol 50 in `namespace`."""
+    table = sh("ip", "netns", "exec", namespace, "cat", "/proc/net/raw").stdout.splitlines()[1:]
+    bound = []
+    for line in table:
+        address, protocol = line.split()[1].split(":")
+        if int(protocol, 16) == 50:  # a raw socket's "port" is its protocol
+            bound.append(ipaddress.IPv4Address(int(address, 16).to_bytes(4, "little")))
+    return sorted(bound)
+
+
+def test_one_raw_esp_socket_per_local_address_closed_with_its_last_sa(
+    namespace: str, agent: Agent
+) -> None:
+    agent.request("start")
+    if_id = if_id_for(2)
+    agent.call("create_interface", InterfaceSpec(name="ipsec2", if_id=if_id))
+    other_local = ipaddress.IPv4Address("198.51.100.9")  # not configured: IP_FREEBIND
+    out, _ = sa_pair("aes-gcm-128", 0x100, OUTER_A, OUTER_B, encap=False)
+    _, inbound_back = sa_pair("aes-gcm-128", 0x200, OUTER_B, OUTER_A, encap=False)
+    _, elsewhere = sa_pair("aes-gcm-128", 0x300, OUTER_B, other_local, encap=False)
+    encap_out, _ = sa_pair("aes-gcm-128", 0x400, OUTER_A, OUTER_B, encap=True)
+    for spec in (out, inbound_back, elsewhere, encap_out):
+        agent.call("add_sa", type(spec)(**{**spec.__dict__, "if_id": if_id}))
+    # Outbound from A and inbound to A share A's socket; ESP in UDP needs none.
+    assert raw_esp_sockets(namespace) == [OUTER_A, other_local]
+    agent.call("delete_sa", 0x300, Direction.IN, if_id)
+    assert raw_esp_sockets(namespace) == [OUTER_A]
+    agent.call("delete_sa", 0x100, Direction.OUT, if_id)
+    assert raw_esp_sockets(namespace) == [OUTER_A]  # the inbound SA still uses it
+    agent.call("delete_interface", "ipsec2")
+    assert raw_esp_sockets(namespace) == []

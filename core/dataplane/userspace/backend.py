@@ -33,6 +33,7 @@ from core.dataplane.model import (
     Direction,
     InterfaceCounters,
     InterfaceSpec,
+    IPAddress,
     SaCounters,
     SaExpired,
     SaSpec,
@@ -50,7 +51,8 @@ from core.dataplane.userspace.tun import (
 DRAIN_BATCH = 64  # packets per reader callback (NOTES.md: as fast as a selectors loop)
 TICK_SECONDS = 1.0
 IPPROTO_ESP = 50
-IP_PKTINFO = 8  # linux/in.h; the socket module does not export it
+IP_FREEBIND = 15  # linux/in.h: bind to an address not (yet) configured
+IPV6_FREEBIND = 78  # linux/in6.h
 _MAX_PACKET = 65535
 RAW_RCVBUF_BYTES = 4 << 20
 RAW_RCVBUF_OPTION = 33  # SO_RCVBUFFORCE: as root, past net.core.rmem_max
@@ -106,31 +108,18 @@ class _Interface:
 class _Sa:
     """An installed SA: its ESP state, its interface and how to reach the peer."""
 
-    __slots__ = ("ancillary", "destination", "esp", "family", "interface", "sock")
+    __slots__ = ("destination", "esp", "family", "interface", "sock")
 
     def __init__(self, esp: EspSa, interface: _Interface) -> None:
         self.esp = esp
         self.interface = interface
         spec = esp.spec
         self.family = socket.AF_INET if spec.dst.version == 4 else socket.AF_INET6
-        self.sock: socket.socket | None = None  # set by the backend: raw or the encap socket
+        # Set by the backend: the raw socket bound to the SA's local address, or the
+        # daemon's port-4500 socket (None until the daemon registers it).
+        self.sock: socket.socket | None = None
         port = spec.encap.dport if spec.encap is not None else 0
         self.destination = (str(spec.dst), port)
-        self.ancillary: list[tuple[int, int, bytes]] | None = None  # None: plain sendto()
-        if spec.encap is not None:
-            return
-        # Raw ESP leaves from the SA's source address (IP_PKTINFO / IPV6_PKTINFO).
-        if spec.src.version == 4:
-            pktinfo = struct_in_pktinfo(spec.src.packed)
-            self.ancillary = [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)]
-        else:
-            in6_pktinfo = spec.src.packed + bytes(4)  # {in6_addr addr; int ifindex}
-            self.ancillary = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, in6_pktinfo)]
-
-
-def struct_in_pktinfo(source: bytes) -> bytes:
-    """struct in_pktinfo {int ifindex; in_addr spec_dst; in_addr addr} for a source."""
-    return bytes(4) + source + bytes(4)
 
 
 class UserspaceDataplane:
@@ -146,7 +135,7 @@ class UserspaceDataplane:
         self._by_if_id: dict[int, _Interface] = {}
         self._sas: dict[SaKey, _Sa] = {}
         self._inbound: dict[int, _Sa] = {}  # by SPI
-        self._raw_sockets: dict[int, socket.socket] = {}  # by address family
+        self._raw_sockets: dict[IPAddress, socket.socket] = {}  # by local address
         self._encap_sockets: dict[int, socket.socket] = {}
         self._tick_handle: asyncio.TimerHandle | None = None
         self.unknown_spi_drops = 0  # inbound ESP for no installed SA
@@ -230,6 +219,7 @@ class UserspaceDataplane:
         os.close(interface.fd)
         for key in [key for key, sa in self._sas.items() if sa.interface is interface]:
             self._forget_sa(key)
+        self._close_unused_raw_sockets()
         with _netlink_errors(f"{name}: removing its guard routes"):
             await self._remove_guards_of(interface.spec, interface.routes)
 
@@ -275,7 +265,7 @@ class UserspaceDataplane:
         except EspSaError as error:
             raise DataplaneError(str(error)) from None
         if sa.encap is None:
-            state.sock = self._raw_socket(state.family)
+            state.sock = self._raw_socket(sa.src if sa.direction is Direction.OUT else sa.dst)
         else:
             state.sock = self._encap_sockets.get(state.family)
         key = (sa.spi, sa.direction, sa.if_id)
@@ -285,9 +275,11 @@ class UserspaceDataplane:
             self._inbound[sa.spi] = state
         else:
             interface.outbound = state  # the newest outbound SA carries the traffic
+        self._close_unused_raw_sockets()  # the SA it replaced may have used another
 
     async def delete_sa(self, spi: int, direction: Direction, if_id: int) -> None:
         self._forget_sa((spi, direction, if_id))
+        self._close_unused_raw_sockets()
 
     async def add_policies(self, if_id: int) -> None:
         # Routing into the TUN is the policy here: nothing to install, only checked.
@@ -351,11 +343,7 @@ class UserspaceDataplane:
             interface.tx_errors += 1
             return
         try:
-            esp = state.esp.encapsulate(packet)
-            if state.ancillary is None:
-                sock.sendto(esp, state.destination)
-            else:
-                sock.sendmsg([esp], state.ancillary, 0, state.destination)
+            sock.sendto(state.esp.encapsulate(packet), state.destination)
         except (EspSendRefused, OSError):
             interface.tx_errors += 1
             return
@@ -429,19 +417,43 @@ class UserspaceDataplane:
         except KeyError:
             raise DataplaneError(f"{name}: no such interface") from None
 
-    def _raw_socket(self, family: int) -> socket.socket:
-        raw = self._raw_sockets.get(family)
-        if raw is None:
-            try:
-                raw = socket.socket(family, socket.SOCK_RAW, IPPROTO_ESP)
-            except OSError as error:
-                raise DataplaneError(f"cannot open a raw ESP socket: {error}") from None
-            raw.setblocking(False)
-            with contextlib.suppress(OSError):  # absorb bursts while the loop is busy
-                raw.setsockopt(socket.SOL_SOCKET, RAW_RCVBUF_OPTION, RAW_RCVBUF_BYTES)
-            self._raw_sockets[family] = raw
-            self._require_loop().add_reader(raw.fileno(), self._on_raw_readable, raw)
+    def _raw_socket(self, local: IPAddress) -> socket.socket:
+        """The raw ESP socket of one local address, for both directions.
+
+        Bound to the address, it sends from it with a plain sendto() (no IP_PKTINFO
+        ancillary data to build and parse per packet) and receives only ESP sent to it.
+        """
+        raw = self._raw_sockets.get(local)
+        if raw is not None:
+            return raw
+        if local.version == 4:
+            family, freebind = socket.AF_INET, (socket.IPPROTO_IP, IP_FREEBIND)
+        else:
+            family, freebind = socket.AF_INET6, (socket.IPPROTO_IPV6, IPV6_FREEBIND)
+        try:
+            raw = socket.socket(family, socket.SOCK_RAW, IPPROTO_ESP)
+        except OSError as error:
+            raise DataplaneError(f"cannot open a raw ESP socket: {error}") from None
+        try:
+            raw.setsockopt(*freebind, 1)  # the address may be configured after the SA
+            raw.bind((str(local), 0))
+        except OSError as error:
+            raw.close()
+            raise DataplaneError(f"cannot bind a raw ESP socket to {local}: {error}") from None
+        raw.setblocking(False)
+        with contextlib.suppress(OSError):  # absorb bursts while the loop is busy
+            raw.setsockopt(socket.SOL_SOCKET, RAW_RCVBUF_OPTION, RAW_RCVBUF_BYTES)
+        self._raw_sockets[local] = raw
+        self._require_loop().add_reader(raw.fileno(), self._on_raw_readable, raw)
         return raw
+
+    def _close_unused_raw_sockets(self) -> None:
+        used = {id(state.sock) for state in self._sas.values()}
+        for local, raw in list(self._raw_sockets.items()):
+            if id(raw) not in used:
+                self._require_loop().remove_reader(raw.fileno())
+                raw.close()
+                del self._raw_sockets[local]
 
     def _forget_sa(self, key: SaKey) -> None:
         state = self._sas.pop(key, None)
