@@ -18,6 +18,11 @@ traffic selectors (kernel-libipsec has a single TUN, `ipsec0`, so the inner netw
 tell the CHILD_SAs apart), `start_action = start` on A.  An rbipsec runner (bench/
 bench_setup.py) implements the same protocol and calls `measure_cold_start` with it;
 `print_results` prints the ratios against the first runner.
+
+Seen here: the time is mostly the two charons starting (~0.15 s each); the 64 IKE_SAs
+take tens of ms.  A burst of 64 IKE_SA_INITs makes charon answer with COOKIEs once 10 are
+half-open (`--cookie-threshold` changes that); with verbose charon logs one peer then
+occasionally waits for the 4 s retransmission, so run several times and read the median.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -251,6 +257,13 @@ def print_results(results: Sequence[SetupResult]) -> None:
               f"{result.daemons_started:>10.2f}{rss:>16}{cpu:>14}")  # fmt: skip
 
 
+def summary(results: Sequence[SetupResult]) -> str:
+    """Median, min and max cold-start time of several runs of one runner."""
+    seconds = sorted(result.seconds for result in results)
+    return (f"{results[0].name}: {len(seconds)} runs, median {statistics.median(seconds):.2f} s "
+            f"(min {seconds[0]:.2f}, max {seconds[-1]:.2f})")  # fmt: skip
+
+
 # -- strongSwan <-> strongSwan -------------------------------------------------------------
 def strongswan_connections(peers: Sequence[PeerPlan], side: str) -> list[Connection]:
     """One connection per peer for side "a" (initiates at load) or "b" (responds)."""
@@ -309,7 +322,10 @@ def main() -> None:
         {} if args.cookie_threshold is None else {"cookie_threshold": str(args.cookie_threshold)}
     )
     runner = StrongswanSetup(settings=CharonSettings(log_levels={"default": 0}, extra=extra))
-    print_results([measure_cold_start(runner, args.peers) for _ in range(args.runs)])
+    results = [measure_cold_start(runner, args.peers) for _ in range(args.runs)]
+    print_results(results)
+    if len(results) > 1:
+        print(summary(results))
 
 
 if __name__ == "__main__":
