@@ -125,6 +125,11 @@ class ConsoleApp(App[int]):
         finally:
             self.exit(0)
 
+    async def on_unmount(self) -> None:
+        """However the app ends, the source is released (the embedded core cleans up)."""
+        self.workers.cancel_all()
+        await self.source.close()
+
     # -- the feed ---------------------------------------------------------------------------
     @work(exclusive=True, group="poll", exit_on_error=False)
     async def _poll_status(self) -> None:

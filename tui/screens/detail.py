@@ -15,6 +15,7 @@ from textual.widgets import Footer, RichLog, Sparkline, Static
 from tui import format as fmt
 from tui.eventlog import DPD_TYPES, EventRecord
 from tui.model import ChildSaStatus, IkeSaStatus, Snapshot, TunnelStatus
+from tui.traffic import HISTORY
 from tui.widgets.cells import Palette, dpd_cell, lifetime_cell, nat_label, state_cell
 from tui.widgets.keyed_table import Cell, KeyedTable
 from tui.widgets.status_bars import LinkBanner
@@ -110,6 +111,11 @@ def dpd_fields(tunnel: TunnelStatus, history: list[EventRecord], palette: Palett
     for record in history[-DPD_HISTORY:]:
         rows.append((record.clock, record.text))
     return _fields(rows)
+
+
+def _timeline(samples: list[float]) -> list[float]:
+    """A fixed two-minute window, newest on the right, so the x axis does not stretch."""
+    return [0.0] * (HISTORY - len(samples)) + samples
 
 
 class Section(Static):
@@ -231,8 +237,8 @@ class DetailScreen(Screen[None]):
         })  # fmt: skip
         history_in, history_out = self.console.meter.history(self.peer)
         rates = self.console.meter.rates(self.peer)
-        self.query_one("#spark-in", Sparkline).data = history_in or [0.0]
-        self.query_one("#spark-out", Sparkline).data = history_out or [0.0]
+        self.query_one("#spark-in", Sparkline).data = _timeline(history_in)
+        self.query_one("#spark-out", Sparkline).data = _timeline(history_out)
         self.query_one("#rate-in", Static).update(
             f"in  {fmt.rate(rates.bytes_in if rates else None)}\n"
             f"    {fmt.size(tunnel.traffic.bytes_in)} {fmt.si(tunnel.traffic.packets_in)}p"
