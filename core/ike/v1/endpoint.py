@@ -170,6 +170,10 @@ class Ikev1Endpoint:
 
     def _register(self, sa: IsakmpSa, peer: _Peer) -> None:
         self._sas[sa.our_cookie] = sa
+        for other in peer.sas:
+            if other.state == SaState.CONNECTING and other is not sa:
+                other.concurrent.append(sa)
+                sa.concurrent.append(other)
         if sa not in peer.sas:
             peer.sas.append(sa)
         sa.find_child_elsewhere = lambda spi: self._find_child(sa, spi)
@@ -357,8 +361,7 @@ class Ikev1Endpoint:
             self.events.append(IkeSaUp(sa.info()))
             self._take_over(sa, others, peer, now)
             return
-        collision = [s for s in active if s.established_at is not None and
-                     s.established_at >= sa.created_at and s is not sa.replaces]
+        collision = [s for s in active if s in sa.concurrent]
         if collision and min(collision, key=lambda s: s.cky_i).cky_i < sa.cky_i:
             # Both sides started phase 1 at once; the SA with the lowest initiator cookie
             # wins on both.  This one lost: its initiator deletes it.
@@ -376,8 +379,9 @@ class Ikev1Endpoint:
         """`sa` becomes the peer's ISAKMP SA; the others hand over their IPsec SAs."""
         peer.current = sa
         for other in others:
-            delete = sa.initiator and (other is sa.replaces or (
-                other.established_at is not None and other.established_at >= sa.created_at))
+            # We delete what we replace, and the loser of a collision if we started it;
+            # the peer deletes what it replaces.
+            delete = other is sa.replaces or (other in sa.concurrent and other.initiator)
             self._retire(other, sa, delete=delete, now=now, peer=peer)
         wanted = not sa.policy.passive and sa.initiator
         if wanted and not any(c.state != ChildState.REKEYED for c in sa.children):

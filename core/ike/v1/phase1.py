@@ -135,6 +135,7 @@ class Phase1:
         self.id_body_r = b""
         self.last_in: bytes | None = None
         self.last_out: bytes | None = None
+        self.replayed: tuple[bytes, float] | None = None  # (what we answered, when)
         self.retransmit_record: Retransmit | None = None
         self.peer_vids: set[bytes] = set()
         self.peer_lifetime: float | None = None  # responder: what the initiator proposed
@@ -173,9 +174,7 @@ class Phase1:
     def receive(self, header: Header, data: bytes, local: Address, remote: Address,
                 now: float) -> None:
         if data == self.last_in:
-            if self.last_out is not None:
-                self.sa.log("debug", "retransmitted phase 1 message: resending our answer")
-                self.sa.emit(self.last_out, now)
+            self.sa.replay(self, "phase 1", now)
             return
         if header.exchange != self.exchange:
             raise UnexpectedMessage(f"{ExchangeType(header.exchange).name} message on a "
@@ -357,6 +356,7 @@ class Phase1:
         self._process_natd(message, local, remote)
         self._note_initial_contact(message)
         self.sa.heard(local, remote, now)
+        self.last_out = None  # message 3 ends the exchange: copies of it need no answer
         self._established(now)
 
     # ------------------------------------------------------------------ pieces ------

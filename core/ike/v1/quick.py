@@ -108,6 +108,7 @@ class QuickMode:
         self.remote_ts: Selector | None = None
         self.last_in: bytes | None = None
         self.last_out: bytes | None = None
+        self.replayed: tuple[bytes, float] | None = None  # (what we answered, when)
         self.retransmit_record: Retransmit | None = None
         self.finished = False
         self.child: ChildSa | None = None
@@ -186,7 +187,11 @@ class QuickMode:
                                           replaces_spi_in=old.spi_in if alive and old else None))
         if old is not None and alive:
             old.state = ChildState.REKEYED
-            sa.retire_children.append((now + sa.policy.timing.delete_old_child_after, old))
+            delay = sa.policy.timing.delete_old_child_after
+            if delay > 0:
+                sa.retire_children.append((now + delay, old))
+            else:
+                sa.delete_child(old, "rekeyed", now)
 
     # ------------------------------------------------------------------ responder ---
     def respond(self, data: bytes, local: Address, remote: Address, now: float) -> None:
@@ -245,6 +250,7 @@ class QuickMode:
         self.iv = message.next_iv
         sa.heard(local, remote, now)
         self.last_in = data
+        self.last_out = None  # HASH(3) ends the exchange: copies of it need no answer
         self.retransmit_record = None
         self.finished = True
         child = self.child
@@ -255,10 +261,7 @@ class QuickMode:
     # ------------------------------------------------------------------ both --------
     def receive(self, data: bytes, local: Address, remote: Address, now: float) -> None:
         if data == self.last_in:
-            if self.last_out is not None:
-                self.sa.log("debug", f"retransmitted quick mode {self.message_id:#x}: "
-                            "resending our answer")
-                self.sa.emit(self.last_out, now)
+            self.sa.replay(self, f"quick mode {self.message_id:#x}", now)
             return
         if self.finished:
             raise UnexpectedMessage(f"quick mode {self.message_id:#x} is already complete")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from core.crypto.ikev1 import CbcCipher, Ikev1Prf, Phase1Keys, phase2_iv
 from core.crypto.random import RandomSource
@@ -43,6 +44,7 @@ from core.ike.v1.quick import QuickMode, respond_quick_mode
 from core.ike.v2.sa import Datagram
 
 KEEPALIVE_INTERVAL = 20.0
+REPLAY_HOLDOFF = 1.0  # seconds between two replays of the same cached answer
 ZERO_COOKIE = bytes(8)
 MAX_FINISHED_QUICK = 8  # finished quick modes kept to answer retransmissions
 
@@ -54,6 +56,12 @@ class SaState(enum.Enum):
     ESTABLISHED = "established"
     REKEYED = "rekeyed"  # replaced by a newer ISAKMP SA; waits for its DELETE or expiry
     DESTROYED = "destroyed"
+
+
+class Replayable(Protocol):
+    last_in: bytes | None
+    last_out: bytes | None
+    replayed: tuple[bytes, float] | None
 
 
 @dataclass
@@ -113,6 +121,8 @@ class IsakmpSa:
         self.initial_contact_received = False
         self.rekey_requested = False  # the endpoint starts a new phase 1 (IKEv1 has no rekey)
         self.replaces: IsakmpSa | None = None  # the SA our new phase 1 replaces
+        # SAs with the same peer that were negotiating while this one was: a collision.
+        self.concurrent: list[IsakmpSa] = []
         # Set by the endpoint: finds an IPsec SA (by the peer's SPI) on a sibling SA.
         self.find_child_elsewhere: Callable[[int], tuple[IsakmpSa, ChildSa] | None] | None \
             = None
@@ -218,6 +228,21 @@ class IsakmpSa:
         record.sends += 1
         self.emit(record.message, now)
         return True
+
+    def replay(self, exchange: Replayable, what: str, now: float) -> None:
+        """The peer sent its last message of `exchange` again: it missed our answer.
+        Resend the cached answer, at most once a second (a network that duplicates every
+        packet would otherwise make both sides echo each other forever)."""
+        if exchange.last_out is None or exchange.last_in is None:
+            return
+        previous = exchange.replayed
+        if previous is not None and previous[0] == exchange.last_in and \
+                now - previous[1] < REPLAY_HOLDOFF:
+            self.log("debug", f"ignored another copy of the peer's {what} message")
+            return
+        exchange.replayed = (exchange.last_in, now)
+        self.log("debug", f"retransmitted {what} message: resending our answer")
+        self.emit(exchange.last_out, now)
 
     def float_to_nat_t(self) -> None:
         """Move IKE to port 4500 (RFC 3947 4) once a NAT is detected or encapsulation forced."""
