@@ -373,3 +373,50 @@ def run_unnumbered_scenario(factory: str, suite: str = "chacha20-poly1305") -> N
         sources = {p[12:16] for out, p in inner if not out and p[9] == 1}
         require(sources == {ipaddress.IPv4Address(borrowed).packed},
                 f"sources seen: {[ipaddress.IPv4Address(s) for s in sources]}")  # fmt: skip
+
+
+TCP_SINK = """
+import hashlib, socket, sys
+server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind((sys.argv[1], 5301)); server.listen(1); server.settimeout(10)
+print("ready", flush=True)
+conn, _ = server.accept(); conn.settimeout(10); digest = hashlib.sha256(); total = 0
+while chunk := conn.recv(1 << 16):
+    digest.update(chunk); total += len(chunk)
+print(total, digest.hexdigest(), flush=True)
+"""
+TCP_SOURCE = """
+import hashlib, socket, sys
+sock = socket.create_connection((sys.argv[1], 5301), timeout=10)
+digest = hashlib.sha256(); block = hashlib.sha512(b"seed").digest() * 1024
+for index in range(int(sys.argv[2])):
+    chunk = block[index % 64:] + block[: index % 64]  # no two chunks alike in a row
+    sock.sendall(chunk); digest.update(chunk)
+sock.close(); print(digest.hexdigest(), flush=True)
+"""
+
+
+def run_tcp_stream_scenario(factory: str, suite: str, *, encap: bool, chunks: int = 300) -> None:
+    """A TCP stream (chunks of 64 KiB) arrives intact: same length, same SHA-256."""
+    with two_node_lab(factory) as lab:
+        build_tunnel(lab, suite, encap=encap)
+        python = ("ip", "netns", "exec")
+        sink = subprocess.Popen(
+            [*python, lab.ns_b, sys.executable, "-c", TCP_SINK, "10.0.0.2"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert sink.stdout is not None
+            require(sink.stdout.readline().strip() == "ready", "the TCP sink did not start")
+            sent = sh(*python, lab.ns_a, sys.executable, "-c", TCP_SOURCE, "10.0.0.2",
+                      str(chunks), timeout=60).stdout.strip()  # fmt: skip
+            output, _ = sink.communicate(timeout=30)
+        finally:
+            if sink.poll() is None:
+                sink.kill()
+                sink.wait()
+        total, received = output.split()
+        require(int(total) == chunks * 65536, f"{total} bytes arrived of {chunks * 65536}")
+        require(received == sent, "the stream arrived changed")
+        counters: InterfaceCounters = lab.b.call("interface_counters", TUNNEL)
+        require(counters.rx_errors == 0, f"B's interface counted errors: {counters}")

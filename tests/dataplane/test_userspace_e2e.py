@@ -13,6 +13,7 @@ import pytest
 from tests.dataplane.scenario import (
     SUITES,
     run_link_scenario,
+    run_tcp_stream_scenario,
     run_tunnel_scenario,
     run_unnumbered_scenario,
 )
@@ -39,3 +40,8 @@ def test_link_state_routes_mss_rekey_gap_and_expiry(encap: bool) -> None:
 
 def test_unnumbered_interface_borrows_its_source() -> None:
     run_unnumbered_scenario(FACTORY)
+
+
+@pytest.mark.parametrize("encap", [False, True], ids=["raw-esp", "udp-4500"])
+def test_a_tcp_stream_arrives_intact(encap: bool) -> None:
+    run_tcp_stream_scenario(FACTORY, "aes-gcm-128", encap=encap)

@@ -41,6 +41,8 @@ from core.dataplane.model import (
 )
 from core.dataplane.mss import clamp_mss
 from core.dataplane.userspace.esp import DropKind, EspDropped, EspSa, EspSaError, EspSendRefused
+from core.dataplane.userspace.gro import PLAIN, VNET_HEADER_SIZE, coalesce
+from core.dataplane.userspace.packet import PROTO_TCP
 from core.dataplane.userspace.tun import (
     TUN_NAME,
     LinkConfig,
@@ -54,8 +56,9 @@ IPPROTO_ESP = 50
 IP_FREEBIND = 15  # linux/in.h: bind to an address not (yet) configured
 IPV6_FREEBIND = 78  # linux/in6.h
 _MAX_PACKET = 65535
-RAW_RCVBUF_BYTES = 4 << 20
-RAW_RCVBUF_OPTION = 33  # SO_RCVBUFFORCE: as root, past net.core.rmem_max
+_TUN_READ_SIZE = VNET_HEADER_SIZE + _MAX_PACKET
+RCVBUF_BYTES = 4 << 20
+RCVBUF_FORCE_OPTION = 33  # SO_RCVBUFFORCE: as root, past net.core.rmem_max
 
 _SPI = struct.Struct("!I")
 
@@ -138,6 +141,10 @@ class UserspaceDataplane:
         self._raw_sockets: dict[IPAddress, socket.socket] = {}  # by local address
         self._encap_sockets: dict[int, socket.socket] = {}
         self._tick_handle: asyncio.TimerHandle | None = None
+        # TCP segments decapsulated in the current batch, per interface, written by
+        # _flush() at its end (coalesced); ESP in UDP schedules that flush.
+        self._pending: dict[_Interface, list[bytes]] = {}
+        self._flush_handle: asyncio.Handle | None = None
         self.unknown_spi_drops = 0  # inbound ESP for no installed SA
 
     # -- lifecycle -------------------------------------------------------------------
@@ -158,6 +165,10 @@ class UserspaceDataplane:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._pending.clear()
         for name in list(self._interfaces):
             await self.delete_interface(name)
         self._sas.clear()
@@ -292,6 +303,10 @@ class UserspaceDataplane:
     # -- ESP in UDP ------------------------------------------------------------------
     def register_encap_socket(self, sock: socket.socket) -> None:
         self._encap_sockets[sock.family] = sock
+        # ESP arrives in bursts while the loop is busy: the default buffer (~200 KiB,
+        # a few ms of traffic) overflows and TCP inside the tunnel collapses.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, RCVBUF_FORCE_OPTION, RCVBUF_BYTES)
         for state in self._sas.values():
             if state.esp.spec.encap is not None and state.family == sock.family:
                 state.sock = sock
@@ -300,6 +315,10 @@ class UserspaceDataplane:
         self, packet: bytes, local: tuple[str, int], remote: tuple[str, int]
     ) -> None:
         self._receive(packet)
+        # The daemon hands datagrams over one at a time: queued TCP segments are written
+        # at the loop's next turn, after the rest of the daemon's batch.
+        if self._pending and self._flush_handle is None:
+            self._flush_handle = self._require_loop().call_soon(self._flush)
 
     # -- counters --------------------------------------------------------------------
     async def sa_counters(self, spi: int, direction: Direction, if_id: int) -> SaCounters:
@@ -315,33 +334,35 @@ class UserspaceDataplane:
     # These run once per packet, so they read plain slots set up in advance (the
     # interface's MSS, the SA's socket and destination) and call no more functions
     # than needed.  A lone packet is handled as soon as it is readable: nothing waits
-    # for a batch, batching only drains what is already queued.
+    # for a batch, batching only drains what is already queued.  TUN reads and writes
+    # start with a virtio_net_hdr (see gro.py).
     def _on_tun_readable(self, interface: _Interface) -> None:
         fd = interface.fd
         for _ in range(DRAIN_BATCH):
             try:
-                packet = os.read(fd, _MAX_PACKET)
+                data = os.read(fd, _TUN_READ_SIZE)
             except BlockingIOError:
                 return
             except OSError:
                 interface.tx_errors += 1
                 return
-            self._send(interface, packet)
+            self._send(interface, data)
 
-    def _send(self, interface: _Interface, packet: bytes) -> None:
-        if not packet or packet[0] >> 4 != 4:
+    def _send(self, interface: _Interface, data: bytes) -> None:
+        if len(data) <= VNET_HEADER_SIZE or data[VNET_HEADER_SIZE] >> 4 != 4:
             return  # IPv6 (link-local chatter) is not carried through the tunnel
         state = interface.outbound
         if state is None:
             interface.tx_dropped_down += 1
             self._traffic_while_down(interface)
             return
+        sock = state.sock
+        if sock is None or data[1]:  # no encap socket registered yet; or a GSO packet,
+            interface.tx_errors += 1  # which the device never offers (no TUNSETOFFLOAD)
+            return
+        packet = data[VNET_HEADER_SIZE:]
         if interface.tcp_mss:
             packet = clamp_mss(packet, interface.tcp_mss)
-        sock = state.sock
-        if sock is None:  # ESP in UDP, but the daemon has not registered its socket yet
-            interface.tx_errors += 1
-            return
         try:
             sock.sendto(state.esp.encapsulate(packet), state.destination)
         except (EspSendRefused, OSError):
@@ -356,9 +377,11 @@ class UserspaceDataplane:
             try:
                 data = raw.recv(_MAX_PACKET)
             except OSError:  # BlockingIOError included: drained
-                return
+                break
             if data:
                 self._receive(data, (data[0] & 0x0F) * 4 if ipv4 else 0)
+        if self._pending:
+            self._flush()
 
     def _receive(self, data: bytes, offset: int = 0) -> None:
         """Decapsulate the ESP packet at `data[offset:]` and hand it to its interface."""
@@ -378,12 +401,39 @@ class UserspaceDataplane:
             return
         if interface.tcp_mss:
             packet = clamp_mss(packet, interface.tcp_mss)
-        try:
-            os.write(interface.fd, packet)
-        except OSError:  # link down (EIO) or the queue is full
-            interface.rx_errors += 1
+        if packet[9] != PROTO_TCP:  # nothing to merge it with: no reason to wait
+            if self._pending:
+                self._flush()  # what came before goes first
+            self._write(interface, PLAIN, packet, 1)
             return
-        interface.rx_packets += 1
+        pending = self._pending.get(interface)
+        if pending is None:
+            self._pending[interface] = [packet]
+        else:
+            pending.append(packet)
+            if len(pending) >= DRAIN_BATCH:  # a long batch: do not hold the segments back
+                self._flush()
+
+    def _flush(self) -> None:
+        """Write the TCP segments queued during a batch, merging what GRO would merge."""
+        self._flush_handle = None
+        pending, self._pending = self._pending, {}
+        for interface, packets in pending.items():
+            if self._interfaces.get(interface.spec.name) is not interface:
+                continue  # deleted meanwhile
+            if len(packets) == 1:
+                self._write(interface, PLAIN, packets[0], 1)
+                continue
+            for vnet_header, packet, count in coalesce(packets):
+                self._write(interface, vnet_header, packet, count)
+
+    def _write(self, interface: _Interface, vnet_header: bytes, packet: bytes, count: int) -> None:
+        try:
+            os.writev(interface.fd, (vnet_header, packet))
+        except OSError:  # link down (EIO) or the queue is full
+            interface.rx_errors += count
+            return
+        interface.rx_packets += count
         interface.rx_bytes += len(packet)
 
     def _traffic_while_down(self, interface: _Interface) -> None:
@@ -442,7 +492,7 @@ class UserspaceDataplane:
             raise DataplaneError(f"cannot bind a raw ESP socket to {local}: {error}") from None
         raw.setblocking(False)
         with contextlib.suppress(OSError):  # absorb bursts while the loop is busy
-            raw.setsockopt(socket.SOL_SOCKET, RAW_RCVBUF_OPTION, RAW_RCVBUF_BYTES)
+            raw.setsockopt(socket.SOL_SOCKET, RCVBUF_FORCE_OPTION, RCVBUF_BYTES)
         self._raw_sockets[local] = raw
         self._require_loop().add_reader(raw.fileno(), self._on_raw_readable, raw)
         return raw

@@ -1,8 +1,10 @@
 """TUN devices and their link configuration (pyroute2) for the userspace dataplane.
 
-Each peer interface is a TUN device ipsecN (IFF_TUN | IFF_NO_PI: the fd carries bare IP
-packets).  Links, addresses and routes go through pyroute2's `AsyncIPRoute` in the
-current network namespace.
+Each peer interface is a TUN device ipsecN (IFF_TUN | IFF_NO_PI | IFF_VNET_HDR: the fd
+carries IP packets, each behind a little-endian virtio_net_hdr, so that the backend can
+write coalesced TCP segments as one GSO packet; no offloads are enabled for reading).
+Links, addresses and routes go through pyroute2's `AsyncIPRoute` in the current network
+namespace.
 
 Linux flushes the IPv4 routes of a device when its link goes down, so traffic for those
 prefixes would fall through to a less specific route -- possibly a default route, in
@@ -28,6 +30,8 @@ from pyroute2 import AsyncIPRoute
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUNSETVNETLE = 0x400454DC
 TUN_NAME = re.compile(r"ipsec([0-9]|[1-5][0-9]|6[0-3])")
 RTPROT_RBIPSEC = 114  # our route protocol number ("r"), unassigned in rtnetlink.h
 GUARD_METRIC = 0xFFFFFF00
@@ -38,7 +42,9 @@ def open_tun(name: str) -> int:
     """A non-blocking fd for a new TUN device `name`; closing the fd removes the device."""
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+        flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
+        fcntl.ioctl(fd, TUNSETVNETLE, struct.pack("i", 1))
     except OSError:
         os.close(fd)
         raise
