@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from core.ike.events import Address, ChildSaInfo, ChildSaKeys
 from core.ike.v1.ids import Selector
 from core.ike.v1.proposals import EspChoice
+from core.ike.v2.payloads import TrafficSelector
 
 
 class ChildState(enum.Enum):
@@ -24,8 +25,8 @@ class ChildSa:
     spi_in: int
     spi_out: int
     choice: EspChoice
-    local_ts: Selector
-    remote_ts: Selector
+    local_sel: Selector
+    remote_sel: Selector
     created_at: float
     rekey_at: float | None
     expire_at: float
@@ -34,6 +35,20 @@ class ChildSa:
     outbound_installed: bool = True
     # The SA this one replaces, while it still exists (its outbound waits for it to go).
     replaces: ChildSa | None = None
+    redundant: bool = False  # never true in IKEv1 (kept for the IKEv2 status surface)
+
+    @property
+    def negotiated(self) -> EspChoice:
+        return self.choice
+
+    @property
+    def local_ts(self) -> tuple[TrafficSelector, ...]:
+        """Our side as IKEv2-style traffic selectors (what status output describes)."""
+        return (self.local_sel.traffic_selector(),)
+
+    @property
+    def remote_ts(self) -> tuple[TrafficSelector, ...]:
+        return (self.remote_sel.traffic_selector(),)
 
     @property
     def mode(self) -> str:
@@ -57,8 +72,8 @@ class ChildSa:
             encap=self.encap,
             local=local,
             remote=remote,
-            local_ts=(self.local_ts.describe(),),
-            remote_ts=(self.remote_ts.describe(),),
+            local_ts=(self.local_sel.describe(),),
+            remote_ts=(self.remote_sel.describe(),),
             established_at=self.created_at,
             rekey_at=self.rekey_at,
             expire_at=self.expire_at,

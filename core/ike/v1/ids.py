@@ -12,10 +12,12 @@ import ipaddress
 from dataclasses import dataclass
 
 from core.ike.constants import IdType as CoreIdType
+from core.ike.constants import TsType
 from core.ike.policy import Identity
 from core.ike.v1.constants import IdType
 from core.ike.v1.errors import InvalidIdInformation
 from core.ike.v1.payloads import IdPayload
+from core.ike.v2.payloads import TrafficSelector
 
 _UDP = 17
 _PHASE1_PORTS = (0, 500, 4500)
@@ -67,6 +69,11 @@ class Selector:
                              self.protocol, self.port)
         return IdPayload(IdType.IPV4_ADDR_RANGE, start.packed + end.packed, self.protocol,
                          self.port)
+
+    def traffic_selector(self) -> TrafficSelector:
+        ports = (self.port, self.port) if self.port else (0, 0xFFFF)
+        return TrafficSelector(TsType.IPV4_ADDR_RANGE, self.protocol, *ports,
+                               ipaddress.IPv4Address(self.start), ipaddress.IPv4Address(self.end))
 
     def describe(self) -> str:
         start, end = ipaddress.IPv4Address(self.start), ipaddress.IPv4Address(self.end)

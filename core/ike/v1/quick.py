@@ -123,7 +123,7 @@ class QuickMode:
         old = self.rekey_of
         if old is not None:
             old.state = ChildState.REKEYING
-            self.local_ts, self.remote_ts = old.local_ts, old.remote_ts
+            self.local_ts, self.remote_ts = old.local_sel, old.remote_sel
         else:
             self.local_ts, self.remote_ts = _proposed_selectors(sa)
         self.spi_in = sa.new_child_spi()
@@ -394,8 +394,8 @@ class QuickMode:
         lifetime = choice.lifetime or sa.policy.child_lifetime
         self.key_exchange = None
         return ChildSa(
-            spi_in=self.spi_in, spi_out=spi_out, choice=choice, local_ts=self.local_ts,
-            remote_ts=self.remote_ts, created_at=now,
+            spi_in=self.spi_in, spi_out=spi_out, choice=choice, local_sel=self.local_ts,
+            remote_sel=self.remote_ts, created_at=now,
             rekey_at=None if sa.policy.passive else sa.rekey_time(now, lifetime),
             expire_at=now + lifetime, keys=keys)
 
@@ -430,7 +430,7 @@ def _same_selectors(sa: IsakmpSa, child: ChildSa) -> ChildSa | None:
     """An installed SA with the same selectors: the one a peer's quick mode replaces."""
     for other in sa.children:
         if other.state in (ChildState.INSTALLED, ChildState.REKEYING) and \
-                other.local_ts == child.local_ts and other.remote_ts == child.remote_ts:
+                other.local_sel == child.local_sel and other.remote_sel == child.remote_sel:
             return other
     return None
 

@@ -11,7 +11,6 @@ one-shot (`informational`).
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -42,20 +41,20 @@ from core.ike.v1.phase1 import Phase1
 from core.ike.v1.proposals import Phase1Choice
 from core.ike.v1.quick import QuickMode, respond_quick_mode
 from core.ike.v2.sa import Datagram
+from core.ike.v2.state import IkeState
 
 KEEPALIVE_INTERVAL = 20.0
 REPLAY_HOLDOFF = 1.0  # seconds between two replays of the same cached answer
 ZERO_COOKIE = bytes(8)
 MAX_FINISHED_QUICK = 8  # finished quick modes kept to answer retransmissions
 
-__all__ = ["Datagram", "IsakmpSa", "SaState"]
+__all__ = ["Datagram", "IkeState", "IsakmpSa", "SaState"]
 
 
-class SaState(enum.Enum):
-    CONNECTING = "connecting"
-    ESTABLISHED = "established"
-    REKEYED = "rekeyed"  # replaced by a newer ISAKMP SA; waits for its DELETE or expiry
-    DESTROYED = "destroyed"
+# The IKEv2 states, so the daemon reads both engines alike.  IKEv1 uses CONNECTING,
+# ESTABLISHED, REKEYED (replaced by a newer ISAKMP SA; waits for its DELETE or expiry) and
+# DESTROYED.
+SaState = IkeState
 
 
 class Replayable(Protocol):
@@ -155,6 +154,22 @@ class IsakmpSa:
     @property
     def uses_nat_t(self) -> bool:
         return self.nat_local or self.nat_remote or self.nat_forced
+
+    @property
+    def spi_i(self) -> bytes:
+        return self.cky_i
+
+    @property
+    def spi_r(self) -> bytes:
+        return self.cky_r
+
+    @property
+    def negotiated(self) -> Phase1Choice | None:
+        return self.choice
+
+    @property
+    def peer_id_text(self) -> str:
+        return str(self.peer_id) if self.peer_id is not None else ""
 
     @property
     def exchange_mode(self) -> str:

@@ -18,6 +18,8 @@ from core.ike.policy import Identity
 from core.ike.v1.constants import ExchangeType
 from core.ike.v1.message import peek_header
 from core.ike.v1.sa import SaState
+from core.ike.v2.state import IkeState
+from core.ike.v2.ts import describe
 from tests.ike.v1.pair import Pair, mirror, policy
 
 
@@ -67,7 +69,16 @@ def test_status_surface_matches_ikev2() -> None:
     assert sa is not None and sa.state == SaState.ESTABLISHED and sa.state.value == "established"
     assert sa.info().peer == "peer" and sa.dpd_probes == 0 and sa.last_heard == pair.now
     assert sa.local.port == 500 and sa.remote.port == 500 and not sa.uses_nat_t
+    # The attributes the daemon reads from IKEv2 SAs mean the same here.
+    assert sa.state == IkeState.ESTABLISHED and sa.is_established
+    assert sa.spi_i == bytes.fromhex(sa.info().spi_i) and len(sa.spi_r) == 8
+    assert sa.negotiated is not None and sa.negotiated.describe() == sa.info().algorithms
+    assert sa.peer_id_text == "198.51.100.2" and sa.rekey_at and sa.expire_at
     (child,) = sa.children
+    assert child.state.value == "installed" and child.outbound_installed and not child.redundant
+    assert child.negotiated.describe() == "AES_CBC_256/HMAC_SHA2_256_128"
+    assert [describe(ts) for ts in child.local_ts + child.remote_ts] == ["0.0.0.0/0"] * 2
+    assert child.mode == "tunnel" and not child.encap
     assert child.expire_at == pair.now + p.child_lifetime
     assert child.rekey_at is not None and pair.now < child.rekey_at < child.expire_at
     assert child.created_at == pair.now and child.spi_in and child.spi_out
