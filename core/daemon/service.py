@@ -103,6 +103,7 @@ class Daemon:
         self.started_at = time.time()
         self.engine_errors = 0
         self._stopping = False
+        self._enabling = False
         self._ordered_batches = 0  # queued batches whose datagrams must keep their order
 
     # ------------------------------------------------------------------ lifecycle ---
@@ -113,7 +114,9 @@ class Daemon:
 
     @property
     def enabled(self) -> bool:
-        return self.engine is not None
+        """Route-based IPsec is on (or being switched on: status then shows peers as
+        connecting or waiting rather than disabled)."""
+        return self.engine is not None or (self._enabling and self.config.global_.enabled)
 
     def now(self) -> float:
         return self.loop.time()
@@ -150,6 +153,13 @@ class Daemon:
             self._worker = None
 
     async def _enable(self) -> None:
+        self._enabling = True
+        try:
+            await self._switch_on()
+        finally:
+            self._enabling = False
+
+    async def _switch_on(self) -> None:
         settings = self.config.global_
         if self._injected_dataplane is not None:
             self.dataplane = self._injected_dataplane
@@ -286,6 +296,7 @@ class Daemon:
             datagrams = engine.pop_datagrams()
             if not events and not datagrams:
                 break
+            events = _installs_first(events)
             batch = [(self.peers.get(event_peer(event)), event) for event in events]
             if self._ordered_batches or any(isinstance(e, _SA_EVENTS) for e in events):
                 # SAs go in before the datagrams that let the peer use them leave, and
@@ -550,6 +561,8 @@ class Daemon:
 
     def _usable_peer(self, name: str) -> tuple[PeerRuntime, Ikev2Endpoint]:
         peer = self.peer(name)
+        if self.engine is None and self._enabling:
+            raise UsageError("the daemon is still starting; try again in a moment")
         if self.engine is None:
             raise UsageError("route-based IPsec is disabled (global.enabled = false)")
         if not peer.config.enabled:
@@ -761,6 +774,16 @@ class Daemon:
             if state != previous:
                 self._states[peer.name] = state
                 self.bus.publish("PeerState", peer=peer.name, state=state, previous=previous)
+
+
+def _installs_first(events: list[IkeEvent]) -> list[IkeEvent]:
+    """Make before break: when a batch installs SAs and deletes others (the responder of
+    a Child SA rekey gets the old SA's DELETE and its successor's outbound go-ahead
+    together), the deletions go last, so no moment is left without an outbound SA."""
+    if not any(isinstance(e, ChildSaInstalled | ChildSaOutboundReady) for e in events):
+        return events
+    deletions = [e for e in events if isinstance(e, ChildSaDeleted)]
+    return [e for e in events if not isinstance(e, ChildSaDeleted)] + deletions
 
 
 async def _nothing() -> None:

@@ -42,6 +42,7 @@ def sh(*args: str, check: bool = True, timeout: float = 30.0) -> subprocess.Comp
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
     """Polls `condition`; returns the seconds it took; raises LabError on timeout."""
     start = time.monotonic()
+    timeout *= SLOW
     while not condition():
         if time.monotonic() - start > timeout:
             raise LabError(f"timed out after {timeout} s waiting for {what}")
@@ -138,14 +139,21 @@ class NetLab:
         return process
 
 
+# The dataplane the daemons run: userspace here; the QEMU guest sets "kernel".
+DATAPLANE = os.environ.get("RBIPSEC_E2E_DATAPLANE", "userspace")
+# Seconds to wait for things in the lab: stretched under emulation (RBIPSEC_E2E_SLOW=20).
+SLOW = float(os.environ.get("RBIPSEC_E2E_SLOW", "1"))
+
+
 def global_section(socket_path: Path, **settings: object) -> str:
-    values = {"enabled": True, "dataplane": "userspace", "socket": str(socket_path),
+    values = {"enabled": True, "dataplane": DATAPLANE, "socket": str(socket_path),
               "log_level": "debug", **settings}  # fmt: skip
     return "[global]\n" + "".join(f"{key} = {_toml(value)}\n" for key, value in values.items())
 
 
 def peer_section(**settings: object) -> str:
-    defaults: dict[str, object] = {"psk": "end-to-end test secret", "dpd_interval": 2,
+    defaults: dict[str, object] = {"psk": "end-to-end test secret",
+                                   "dpd_interval": max(2, round(2 * SLOW)),
                                    "dpd_retries": 2}  # fmt: skip
     values = {**defaults, **settings}
     return "\n[[peer]]\n" + "".join(f"{key} = {_toml(value)}\n" for key, value in values.items())

@@ -17,6 +17,7 @@ import pytest
 
 from core.daemon.control.client import CommandFailed
 from tests.integration.netlab import (
+    DATAPLANE,
     NetLab,
     global_section,
     nft_counters,
@@ -72,7 +73,7 @@ def test_tunnel_mode_ping_status_and_clean_stop(lab: NetLab) -> None:
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     (peer,) = status["peers"]
-    assert status["daemon"]["dataplane"] == "userspace"
+    assert status["daemon"]["dataplane"] == DATAPLANE
     assert peer["state"] == "up" and peer["link_up"]
     (child,) = [c for c in peer["child_sas"] if c["outbound"]]
     assert len(child["spi_in"]) == 8 and len(child["spi_out"]) == 8
@@ -131,9 +132,10 @@ def test_nat_traversal_through_a_masquerading_router(lab: NetLab) -> None:
         name="branch", interface="ipsec1", local_address=B, remote_address="dynamic",
         remote_id="fqdn:branch.example", address="10.0.0.2/30"))  # fmt: skip
     b.start()
-    assert b.state("branch") == "waiting"
+    wait_until(lambda: b.state("branch") == "waiting", 10, "the responder to wait")
     a.start()
     a.wait_up("hq")
+    b.wait_up("branch")
     assert lab.ping("a", "10.0.0.2", count=3) == (3, 3)
     inside, outside = a.peer("hq"), b.peer("branch")
     assert inside["nat"]["in_use"] and inside["nat"]["local_behind_nat"]
@@ -153,6 +155,7 @@ def test_forced_udp_encapsulation_without_nat(lab: NetLab) -> None:
         a.start()
         b.start()
         a.wait_up("tob")
+        b.wait_up("toa")
         assert lab.ping("a", "10.0.0.2", count=5) == (5, 5)
         seen = counters()
     assert seen["esp"] == 0 and seen["udp4500"] >= 5
