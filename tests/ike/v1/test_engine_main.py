@@ -283,3 +283,16 @@ def test_remove_peer_closes_everything() -> None:
     assert pair.b.endpoint.peer_names() == []
     assert pair.a.of(IkeSaDown)[-1].reason == DownReason.DELETED_BY_PEER
     assert pair.b.endpoint.next_timer() is None
+
+
+def test_ipv6_outer_addresses_carry_ipv4_selectors() -> None:
+    from core.ike.events import Address
+
+    p = policy(local="2001:db8::1", remote="2001:db8::2")
+    pair = Pair(p, mirror(p))
+    pair.a.endpoint.connect("peer", Address("2001:db8::1", 500), Address("2001:db8::2", 500),
+                            pair.now)
+    pair.deliver()
+    a, _b = _established(pair)
+    assert a.info.local_ts == ("0.0.0.0/0",) and a.info.remote == Address("2001:db8::2", 500)
+    assert pair.b.endpoint.current_sa("peer").peer_id_text == "2001:db8::1"  # type: ignore[union-attr]
