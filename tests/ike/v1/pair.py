@@ -36,11 +36,12 @@ def policy(
     esp: str = "aes256-sha256",
     **changes: Any,
 ) -> PeerPolicy:
+    remote_text = remote_id or remote
     base = PeerPolicy(
         name=name,
         ike_version=1,
         local_id=Identity.parse(local_id or local or A_ADDR),
-        remote_id=Identity.parse(remote_id or remote) if (remote_id or remote) else None,
+        remote_id=Identity.parse(remote_text) if remote_text else None,
         psk=psk,
         ike_proposals=tuple(parse_ike_proposal(p) for p in ike.split(",")),
         esp_proposals=tuple(parse_esp_proposal(p) for p in esp.split(",")),

@@ -65,7 +65,7 @@ def _mutate(data: bytes, kind: str, position: int, blob: bytes) -> bytes:
 
 
 def _events(side: Side) -> list[IkeEvent]:
-    assert all(isinstance(e, IkeEvent) for e in side.events)  # type: ignore[arg-type]
+    assert all(isinstance(e, IkeEvent) for e in side.events)
     return side.events
 
 

@@ -93,7 +93,7 @@ def test_quick_mode_without_an_sa_payload_is_malformed() -> None:
 
 def test_informational_with_a_bad_hash_is_ignored() -> None:
     pair, sa_a, sa_b = _established()
-    delete = [(PayloadType.DELETE, DeletePayload(ProtocolId.ISAKMP, (sa_a.cookies,)))]
+    delete: PayloadList = [(PayloadType.DELETE, DeletePayload(ProtocolId.ISAKMP, (sa_a.cookies,)))]
     pair.b.endpoint.receive(_protected(sa_a, ExchangeType.INFORMATIONAL, delete,
                                        good_hash=False), *FROM_A, pair.now)
     events = pair.b.endpoint.pop_events()
@@ -115,7 +115,7 @@ def test_unprotected_delete_on_an_established_sa_is_ignored() -> None:
 def test_replayed_informational_is_dropped() -> None:
     pair, sa_a, sa_b = _established()
     child = sa_b.children[0]
-    delete = [(PayloadType.DELETE, DeletePayload(ProtocolId.ESP,
+    delete: PayloadList = [(PayloadType.DELETE, DeletePayload(ProtocolId.ESP,
                                                  (child.spi_out.to_bytes(4, "big"),)))]
     data = _protected(sa_a, ExchangeType.INFORMATIONAL, delete)
     pair.b.endpoint.receive(data, *FROM_A, pair.now)
@@ -127,7 +127,8 @@ def test_replayed_informational_is_dropped() -> None:
 
 def test_delete_for_an_unknown_spi_is_logged() -> None:
     pair, sa_a, _sa_b = _established()
-    delete = [(PayloadType.DELETE, DeletePayload(ProtocolId.ESP, (b"\xde\xad\xbe\xef",)))]
+    unknown = DeletePayload(ProtocolId.ESP, (b"\xde\xad\xbe\xef",))
+    delete: PayloadList = [(PayloadType.DELETE, unknown)]
     pair.b.endpoint.receive(_protected(sa_a, ExchangeType.INFORMATIONAL, delete), *FROM_A,
                             pair.now)
     events = pair.b.endpoint.pop_events()
