@@ -15,9 +15,9 @@ apart, so each one finds the forwarders idle).  Plus the memory one more rbipsec
 costs (interface + SA pair, measured after warm-up tunnels, in a separate process).
 
 Machines are noisy (other jobs share the 2 CPUs): all tunnels stay up for the whole run,
-each peer gets a warm-up, then `--rounds` rounds measure every peer in turn (the order
-alternates) and the table shows medians.  The load average before and after is printed
-so that a reader can judge the conditions.  Default run: about 1.5 minutes.
+each peer gets a warm-up, then `--rounds` rounds take each measurement for every peer in
+turn (the order alternates) and the table shows medians.  The load average before and
+after is printed so that a reader can judge the conditions.  Default run: 1.5 minutes.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -198,13 +198,27 @@ CONTEXT = ("UDP 64 B pps offered", "UDP 1400 B pps offered")
 Samples = dict[str, list[float]]
 
 
-def measure_round(ns_a: str, ns_b: str, seconds: float, samples: Samples) -> None:
+Measurement = Callable[[str, str, float, Samples], None]
+
+
+def measure_tcp(ns_a: str, ns_b: str, seconds: float, samples: Samples) -> None:
     samples.setdefault("TCP Mbit/s", []).append(tcp_bulk_mbps(ns_a, ns_b, seconds))
-    for size in (64, 1400):
+
+
+def measure_udp(size: int) -> Measurement:
+    def measure(ns_a: str, ns_b: str, seconds: float, samples: Samples) -> None:
         offered, delivered = udp_pps(ns_a, ns_b, size, seconds)
         samples.setdefault(f"UDP {size} B pps offered", []).append(offered)
         samples.setdefault(f"UDP {size} B pps delivered", []).append(delivered)
+
+    return measure
+
+
+def measure_ping(ns_a: str, ns_b: str, seconds: float, samples: Samples) -> None:
     samples.setdefault("ping RTT ms (median)", []).extend(ping_rtts_ms(ns_a, PINGS_PER_ROUND))
+
+
+MEASUREMENTS = (measure_tcp, measure_udp(64), measure_udp(1400), measure_ping)
 
 
 def warm_up(ns_a: str, ns_b: str) -> None:
@@ -214,6 +228,8 @@ def warm_up(ns_a: str, ns_b: str) -> None:
 
 
 def run_peers(peers: list[TunnelPeer], seconds: float, rounds: int) -> dict[str, Samples]:
+    """Every measurement for every peer back to back (the order alternating per round),
+    so that the numbers compared were taken a few seconds apart."""
     samples: dict[str, Samples] = {peer.name: {} for peer in peers}
     with contextlib.ExitStack() as stack:
         tunnels = [(peer.name, stack.enter_context(peer.tunnel())) for peer in peers]
@@ -221,8 +237,9 @@ def run_peers(peers: list[TunnelPeer], seconds: float, rounds: int) -> dict[str,
             warm_up(ns_a, ns_b)
         for round_index in range(rounds):
             order = tunnels if round_index % 2 == 0 else tunnels[::-1]
-            for name, (ns_a, ns_b) in order:
-                measure_round(ns_a, ns_b, seconds, samples[name])
+            for measure in MEASUREMENTS:
+                for name, (ns_a, ns_b) in order:
+                    measure(ns_a, ns_b, seconds, samples[name])
     return samples
 
 
