@@ -160,7 +160,7 @@ async def test_global_off_is_said_in_every_row_and_the_summary(make_app: AppFact
         await settle(pilot)
         table = _table(app)
         assert {cell_text(table, str(r.key.value), "state") for r in table.ordered_rows} == {
-            "⊘ off (global)"
+            "⊘ global off"
         }
         assert "route-based IPsec is OFF" in str(app.screen.query_one("#summary").render())
 

@@ -58,7 +58,7 @@ async def test_embedded_and_attached_consoles_show_the_same(
         await settle(pilot)
         table = app.screen.query_one(TunnelTable)
         assert table.row_count == 2
-        assert cell_text(table, "alpha", "state") == "⊘ off (global)"
+        assert cell_text(table, "alpha", "state") == "⊘ global off"
         assert cell_text(table, "beta", "state") == "⊘ disabled"
         assert embedded.socket_problem is None
         attached = SocketSource(str(config_path.parent / "control.sock"))
@@ -112,9 +112,7 @@ def test_the_command_line_picks_the_source(config_path: Path, tmp_path: Path) ->
     assert isinstance(embed, EmbeddedSource) and embed.config.path == str(config_path)
 
 
-def test_nothing_to_show_is_a_clear_error(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_nothing_to_show_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("core.cli.DEFAULT_CONFIG_PATHS", (tmp_path / "none.toml",))
     monkeypatch.setattr("core.cli.DEFAULT_SOCKET", str(tmp_path / "none.sock"))

@@ -24,10 +24,10 @@ STATE_LOOK: dict[str, tuple[str, str, str]] = {
     "waiting": ("◇", "waiting", "accent"),
     "down": ("▼", "down", "muted"),
     "disabled": ("⊘", "disabled", "muted"),
-    GLOBAL_OFF: ("⊘", "off (global)", "muted"),
+    GLOBAL_OFF: ("⊘", "global off", "muted"),
     "error": ("✖", "error", "error"),
 }
-BAR_WIDTH = 5
+BAR_WIDTH = 4
 REKEY_SOON = 300.0  # seconds: a lifetime bar turns to warning below this, or below 25 %
 
 

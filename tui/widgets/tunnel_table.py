@@ -42,9 +42,9 @@ class Column:
 COLUMNS = (
     Column("name", "Name", 12),
     Column("iface", "Iface", 7),
-    Column("state", "State", 14),
-    Column("ike_sa", "IKE SA", 12),
-    Column("child_sa", "Child SA", 12),
+    Column("state", "State", 12),
+    Column("ike_sa", "IKE SA", 11),
+    Column("child_sa", "Child SA", 11),
     Column("dpd", "DPD", 13),
     Column("in", "In (bytes pkts rate)", 20),
     Column("out", "Out (bytes pkts rate)", 21),
