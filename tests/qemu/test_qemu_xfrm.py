@@ -13,7 +13,8 @@ import shlex
 import sys
 
 import pytest
-from qemu_harness import GuestResult, HarnessUnavailable, build, run_in_guest
+
+from tests.qemu.qemu_harness import GuestResult, HarnessUnavailable, build, run_in_guest
 
 GUEST_SUITE = "tests/dataplane/xfrm/guest"
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import pytest
-from xfrm_guest_tools import Sniffer, esp_of, parse_ipv4, sh, tcp_mss_of_syn, two_namespaces
 
 from core.dataplane.api import DataplaneError
 from core.dataplane.model import (
@@ -39,6 +38,14 @@ from core.dataplane.model import (
 )
 from core.dataplane.xfrm.backend import XfrmDataplane
 from core.dataplane.xfrm.netlink import in_netns
+from tests.dataplane.xfrm.guest.xfrm_guest_tools import (
+    Sniffer,
+    esp_of,
+    parse_ipv4,
+    sh,
+    tcp_mss_of_syn,
+    two_namespaces,
+)
 
 pytestmark = [
     pytest.mark.root,
