@@ -12,6 +12,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 from core.crypto.proposals import ProposalSpec
 from core.crypto.random import RandomSource
@@ -55,6 +56,10 @@ class _Peer:
     failures: int = 0
     retry_at: float | None = None
     sas: list[IkeSa] = field(default_factory=list)
+
+
+def _has_other_established(peer: _Peer, sa: IkeSa) -> bool:
+    return any(s is not sa and s.is_established for s in peer.sas)
 
 
 class Ikev2Endpoint:
@@ -170,6 +175,7 @@ class Ikev2Endpoint:
     def _register(self, sa: IkeSa, peer: _Peer) -> None:
         self._sas[sa.our_spi] = sa
         peer.sas.append(sa)
+        sa.peer_has_other_sa = partial(_has_other_established, peer, sa)
 
     # ------------------------------------------------------------------ receiving ---
     def receive(self, data: bytes, local: Address, remote: Address, now: float) -> None:
@@ -184,6 +190,10 @@ class Ikev2Endpoint:
             return
         if header.exchange_type == ExchangeType.IKE_SA_INIT and not header.is_response \
                 and header.spi_r == bytes(8):
+            if header.message_id != 0:  # RFC 7296 2.2: IKE_SA_INIT is message 0
+                self._log("", "debug", f"dropped an IKE_SA_INIT request from {remote} with "
+                          f"message ID {header.message_id}")
+                return
             self._receive_init_request(data, header.spi_i, local, remote, now)
             return
         our_spi = header.spi_r if header.is_initiator else header.spi_i

@@ -135,6 +135,9 @@ class IkeSa:
         self.children: list[ChildSa] = []
         self.peer_id_text = ""
         self.initial_contact_received = False
+        # Set by the endpoint: whether another IKE SA with this peer is established.  Then
+        # IKE_AUTH must not carry INITIAL_CONTACT, which would make the peer drop that SA.
+        self.peer_has_other_sa: Callable[[], bool] = lambda: False
         # Outputs.
         self.datagrams: list[Datagram] = []
         self.events: list[IkeEvent] = []
@@ -303,7 +306,21 @@ class IkeSa:
         self._start_next(now)
 
     def _decode(self, data: bytes) -> Message:
-        return decode_message(data, self._protect_in)
+        """Decode a message on this SA.  Raises `Unauthenticated` for anything whose
+        integrity was not proven (to be dropped silently, RFC 7296 2.21.2), and IkeError
+        only for authenticated messages, which may be answered."""
+        if self._protect_in is None:
+            return decode_message(data)
+        probe = _IntegrityProbe(self._protect_in)
+        try:
+            message = decode_message(data, probe)
+        except IkeError as error:
+            if probe.opened:
+                raise
+            raise Unauthenticated(f"unauthenticated and malformed: {error}") from None
+        if not message.encrypted:
+            raise Unauthenticated("an unprotected message on an IKE SA with keys")
+        return message
 
     def _heard(self, local: Address, remote: Address, now: float) -> None:
         self.last_heard = now
@@ -325,8 +342,16 @@ class IkeSa:
         except IntegrityError:
             self.log("debug", "dropped a response that failed its integrity check")
             return
+        except Unauthenticated as error:
+            self.log("debug", f"dropped a response: {error}")
+            return
         except IkeError as error:
-            # A response we cannot parse: treat as the end of the exchange, failed.
+            if self._protect_in is None:
+                # An unprotected IKE_SA_INIT response that does not parse proves nothing
+                # (it may be forged): keep waiting for the real one (RFC 7296 2.21).
+                self.log("debug", f"dropped a malformed IKE_SA_INIT response: {error}")
+                return
+            # An authenticated response we cannot parse ends the exchange, failed.
             self._active = None
             self.next_request_id += 1
             self._task_failed(active.task, error, now)
@@ -361,19 +386,27 @@ class IkeSa:
             self.log("debug", f"dropped a request with message ID {message_id}, "
                      f"expected {self.next_peer_id}")
             return
+        exchange = data[18]
+        if self._protect_in is None or exchange == ExchangeType.IKE_SA_INIT:
+            # Before keys exist the peer has nothing to ask; IKE_SA_INIT requests belong
+            # to the endpoint (retransmissions were answered from the cache above).
+            self.log("debug", f"dropped an unexpected request (exchange {exchange})")
+            return
+        if exchange not in ExchangeType._value2member_map_:
+            self.log("warning", f"dropped a request of unknown exchange type {exchange}")
+            return
         try:
             message = self._decode(data)
         except IntegrityError:
             self.log("debug", "dropped a request that failed its integrity check")
             return
+        except Unauthenticated as error:
+            self.log("debug", f"dropped a request: {error}")
+            return
         except IkeError as error:
-            # Integrity held (or there is none yet) but the content is bad: answer.
-            if self._protect_in is None:
-                return
-            self._answer(ExchangeType(data[18]) if data[18] in ExchangeType._value2member_map_
-                         else ExchangeType.INFORMATIONAL, message_id,
-                         _error_payloads(error), now)
-            self._report(error, "request", now)
+            # Integrity held but the content is bad: answer with the error's notify.
+            self._answer(ExchangeType(exchange), message_id, _error_payloads(error), now)
+            self._report(error, ExchangeType(exchange).name, now)
             return
         self._heard(local, remote, now)
         from core.ike.v2.tasks.responder import respond
@@ -581,6 +614,32 @@ class IkeSa:
     def pop_events(self) -> list[IkeEvent]:
         out, self.events = self.events, []
         return out
+
+
+class Unauthenticated(PeerError):
+    """A message whose integrity could not be checked: dropped without an answer."""
+
+
+class _IntegrityProbe:
+    """Wraps the inbound protector to tell whether a message's ICV held before a decode
+    error: only authenticated messages may be answered or end an exchange."""
+
+    __slots__ = ("_inner", "opened")
+
+    def __init__(self, inner: IkeProtector) -> None:
+        self._inner = inner
+        self.opened = False
+
+    def sealed_length(self, plaintext_len: int) -> int:
+        return self._inner.sealed_length(plaintext_len)
+
+    def seal(self, associated: bytes, plaintext: bytes, rng: RandomSource) -> bytes:
+        return self._inner.seal(associated, plaintext, rng)
+
+    def open(self, associated: bytes, body: bytes) -> bytes:
+        plaintext = self._inner.open(associated, body)
+        self.opened = True
+        return plaintext
 
 
 def _error_payloads(error: IkeError) -> list[tuple[int, Payload]]:

@@ -95,7 +95,7 @@ class IkeAuth(Task):
         self.local_ts, self.remote_ts = proposed_ts(sa)
         payloads: Payloads = [(PayloadType.IDI, IdPayload(policy.local_id.id_type,
                                                           policy.local_id.data))]
-        if self.initial_contact:
+        if self.initial_contact and not sa.peer_has_other_sa():
             payloads.append(notify(NotifyType.INITIAL_CONTACT))
         if policy.remote_id is not None:
             payloads.append((PayloadType.IDR, IdPayload(policy.remote_id.id_type,

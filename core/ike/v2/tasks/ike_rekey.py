@@ -77,6 +77,7 @@ class IkeRekey(Task):
         self.spi = b""
         self.nonce = b""
         self.key_exchange: KeyExchange | None = None
+        self.unusable_response = False
 
     def can_start(self, sa: IkeSa) -> bool:
         return sa.state == IkeState.ESTABLISHED
@@ -100,6 +101,15 @@ class IkeRekey(Task):
         if error is not None:
             self._handle_error(sa, error.notify_type, error.data, now)
             return False
+        try:
+            return self._complete(sa, message, now)
+        except IkeError:
+            # The peer answered with a successor we cannot use: it has moved its Child SAs
+            # there already, so this SA cannot simply carry on (see `failed`).
+            self.unusable_response = True
+            raise
+
+    def _complete(self, sa: IkeSa, message: Message, now: float) -> bool:
         assert self.key_exchange is not None
         sa_payload = sa_of(message)
         if len(sa_payload.proposals) != 1 or len(sa_payload.proposals[0].spi) != 8:
@@ -156,7 +166,14 @@ class IkeRekey(Task):
     def failed(self, sa: IkeSa, error: IkeError, now: float) -> None:
         if sa.state == IkeState.REKEYING:
             sa.state = IkeState.ESTABLISHED
-        # Try again later; the hard lifetime still closes the SA if it never works.
+        if self.unusable_response:
+            # The peer now holds a successor we could not process: close this IKE SA so
+            # both ends start afresh (the endpoint re-establishes with INITIAL_CONTACT).
+            from core.ike.v2.tasks.ike_delete import IkeDelete
+
+            sa.queue(IkeDelete(DownReason.PROTOCOL_ERROR, detail=str(error)), first=True)
+            return
+        # The peer refused: try again later; the hard lifetime still closes the SA.
         sa.rekey_at = now + sa.policy.timing.reestablish_backoff[-1]
 
 
