@@ -206,7 +206,7 @@ def test_dead_peer_is_detected(lab: tuple[Netns, Netns]) -> None:
         charon.kill()
         runner.finish()
         assert runner.of("PeerDead")
-        assert [e["reason"] for e in runner.of("IkeSaDown")][0] == "DownReason.PEER_DEAD"
+        assert next(e["reason"] for e in runner.of("IkeSaDown")) == "DownReason.PEER_DEAD"
 
 
 def test_delete_reaches_charon(lab: tuple[Netns, Netns]) -> None:
