@@ -49,7 +49,7 @@ def build_policy(spec: dict[str, Any]) -> PeerPolicy:
 
 def event_json(event: IkeEvent) -> dict[str, Any]:
     fields: dict[str, Any] = {"event": type(event).__name__}
-    for item in dataclasses.fields(event):  # type: ignore[arg-type]
+    for item in dataclasses.fields(event):
         value = getattr(event, item.name)
         if dataclasses.is_dataclass(value):
             value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)
