@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import enum
 import hmac
-import ipaddress
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -39,13 +38,8 @@ from core.crypto.ikev1 import (
 from core.errors import DecodeError
 from core.ike.events import Address, DownReason
 from core.ike.policy import Identity
+from core.ike.v1 import natt
 from core.ike.v1.constants import (
-    NATT_DRAFT_VIDS,
-    VID_DPD,
-    VID_NATT_DRAFT_02,
-    VID_NATT_DRAFT_02N,
-    VID_NATT_DRAFT_03,
-    VID_NATT_RFC3947,
     ExchangeType,
     LifeType,
     NotifyType,
@@ -71,7 +65,6 @@ from core.ike.v1.payloads import (
     HashPayload,
     IdPayload,
     KePayload,
-    NatDPayload,
     NoncePayload,
     NotifyPayload,
     PayloadList,
@@ -105,18 +98,6 @@ class Step(enum.Enum):
     I_AM1 = "sent AM1"
     R_AM2 = "sent AM2"
     DONE = "done"
-
-
-def our_vendor_ids(nat_traversal: str) -> PayloadList:
-    vids = [VID_DPD]
-    if nat_traversal != "off":
-        vids += [VID_NATT_RFC3947, VID_NATT_DRAFT_03, VID_NATT_DRAFT_02, VID_NATT_DRAFT_02N]
-    return [(PayloadType.VENDOR_ID, VendorIdPayload(v)) for v in vids]
-
-
-def natd_hash(prf: Ikev1Prf, cky_i: bytes, cky_r: bytes, address: Address) -> bytes:
-    packed = ipaddress.ip_address(address.host).packed
-    return prf.hash(cky_i, cky_r, packed, address.port.to_bytes(2, "big"))
 
 
 class Phase1:
@@ -166,7 +147,7 @@ class Phase1:
             payloads += [(PayloadType.KE, KePayload(self.key_exchange.public_value)),
                          (PayloadType.NONCE, NoncePayload(self.nonce_i)),
                          (PayloadType.ID, our_id)]
-        payloads += our_vendor_ids(policy.nat_traversal)
+        payloads += natt.our_vendor_ids(policy.nat_traversal)
         self._send(payloads, now, track=True)
         self.step = Step.I_AM1 if sa.aggressive else Step.I_MM1
 
@@ -489,65 +470,19 @@ class Phase1:
         if wanted is not None and identity != wanted:
             raise InvalidIdInformation(f"peer identified as {identity}, expected {wanted}")
 
-    # -- vendor IDs and NAT detection ------------------------------------------------
     def _note_vendor_ids(self, message: Message) -> None:
-        sa = self.sa
         self.peer_vids |= {v.data for v in message.get_all(PayloadType.VENDOR_ID,
                                                             VendorIdPayload)}
-        sa.peer_dpd = VID_DPD in self.peer_vids
-        if sa.policy.nat_traversal == "off":
-            return
-        if VID_NATT_RFC3947 in self.peer_vids:
-            sa.natt_draft = False
-        elif self.peer_vids & NATT_DRAFT_VIDS:
-            sa.natt_draft = True
+        natt.note_vendor_ids(self.sa, self.peer_vids)
 
     def _reply_vendor_ids(self) -> PayloadList:
-        vids = [VID_DPD]
-        if self.sa.natt_draft is False:
-            vids.append(VID_NATT_RFC3947)
-        elif self.sa.natt_draft:
-            vids.append(next(v for v in (VID_NATT_DRAFT_03, VID_NATT_DRAFT_02,
-                                         VID_NATT_DRAFT_02N) if v in self.peer_vids))
-        return [(PayloadType.VENDOR_ID, VendorIdPayload(v)) for v in vids]
-
-    def _natd_kind(self) -> PayloadType:
-        return PayloadType.NAT_D_DRAFT if self.sa.natt_draft else PayloadType.NAT_D
+        return natt.reply_vendor_ids(self.sa, self.peer_vids)
 
     def _natd_payloads(self) -> PayloadList:
-        sa = self.sa
-        if sa.natt_draft is None or sa.choice is None:
-            return []
-        prf = Ikev1Prf(sa.choice.hash_alg)
-        remote = natd_hash(prf, sa.cky_i, sa.cky_r, sa.remote)
-        if sa.policy.nat_traversal == "force":
-            # Claim a NAT in front of us so both sides encapsulate ESP in UDP.
-            local = sa.rng.bytes(prf.output_size)
-            sa.nat_forced = True
-        else:
-            local = natd_hash(prf, sa.cky_i, sa.cky_r, sa.local)
-        kind = self._natd_kind()
-        return [(kind, NatDPayload(remote)), (kind, NatDPayload(local))]
+        return natt.natd_payloads(self.sa)
 
     def _process_natd(self, message: Message, local: Address, remote: Address) -> None:
-        """Compares the peer's NAT-D hashes with the addresses the message travelled
-        between (RFC 3947 3.2: first the receiver, then the sender)."""
-        sa = self.sa
-        if sa.natt_draft is None or sa.choice is None:
-            return
-        hashes = [p.data for p in message.get_all(self._natd_kind(), NatDPayload)]
-        if len(hashes) < 2:
-            sa.log("info", "peer announced NAT-T but sent no NAT-D payloads")
-            sa.natt_draft = None
-            sa.nat_forced = False
-            return
-        prf = Ikev1Prf(sa.choice.hash_alg)
-        sa.nat_local = hashes[0] != natd_hash(prf, sa.cky_i, sa.cky_r, local)
-        sa.nat_remote = natd_hash(prf, sa.cky_i, sa.cky_r, remote) not in hashes[1:]
-        if sa.nat_local:
-            sa.log("info", "local host is behind NAT, sending keepalives")
-        if sa.nat_remote:
-            sa.log("info", "remote host is behind NAT")
+        natt.process_natd(self.sa, message, local, remote)
 
     def _initial_contact(self) -> PayloadList:
         if not self.sa.send_initial_contact:

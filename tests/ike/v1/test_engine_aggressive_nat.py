@@ -14,7 +14,7 @@ from core.ike.events import (
     IkeSaDown,
     IkeSaUp,
 )
-from core.ike.v1 import phase1
+from core.ike.v1 import natt
 from core.ike.v1.constants import (
     VID_NATT_DRAFT_02,
     VID_NATT_DRAFT_03,
@@ -178,7 +178,7 @@ def test_draft_nat_t_peer(monkeypatch: pytest.MonkeyPatch) -> None:
     a = policy(dpd_interval=0)
     b = policy(local=B_ADDR, remote=NAT_ADDR, local_id=B_ADDR, remote_id=A_ADDR)
     pair = Pair(a, b, nat_a=True)
-    monkeypatch.setattr(phase1, "our_vendor_ids", draft_only)
+    monkeypatch.setattr(natt, "our_vendor_ids", draft_only)
     pair.connect()
     sa_a = pair.a.endpoint.current_sa("peer")
     assert sa_a is not None and sa_a.natt_draft and sa_a.nat_local

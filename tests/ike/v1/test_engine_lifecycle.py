@@ -19,7 +19,7 @@ from core.ike.events import (
     IkeSaUp,
     PeerDead,
 )
-from core.ike.v1 import phase1
+from core.ike.v1 import natt
 from core.ike.v1.constants import ExchangeType
 from core.ike.v1.message import peek_header
 from core.ike.v1.sa import SaState
@@ -100,8 +100,8 @@ def test_peer_without_dpd_support_is_not_probed(monkeypatch: pytest.MonkeyPatch)
 
     p = policy(dpd_interval=10)
     pair = Pair(p, mirror(p))
-    monkeypatch.setattr(phase1, "our_vendor_ids", no_vendor_ids)
-    monkeypatch.setattr(phase1.Phase1, "_reply_vendor_ids", no_vendor_ids)
+    monkeypatch.setattr(natt, "our_vendor_ids", no_vendor_ids)
+    monkeypatch.setattr(natt, "reply_vendor_ids", no_vendor_ids)
     pair.connect()
     pair.advance(60)
     assert not pair.a.of(DpdProbeSent) and pair.a.of(IkeSaUp)
