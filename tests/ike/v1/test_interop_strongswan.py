@@ -142,16 +142,19 @@ def test_main_mode_charon_initiates(lab: tuple[Netns, Netns]) -> None:
         assert not runner.of("ExchangeFailed"), events
 
 
-@pytest.mark.parametrize("initiator", ["ours", "charon"])
+@pytest.mark.parametrize("initiator", ["ours", "charon", "charon-to-dynamic"])
 def test_aggressive_mode_with_fqdn_ids(lab: tuple[Netns, Netns], initiator: str) -> None:
+    """Both directions; last, our side does not know charon's address and identifies it
+    by its FQDN only."""
     ns_a, ns_b = lab
     connection = _connection(local_id="fqdn:b.example", remote_id="fqdn:a.example",
                              aggressive=True, proposals=("aes128-sha1-modp2048",))
+    extra = {"remote_address": None} if initiator == "charon-to-dynamic" else {}
     spec = _spec(8, [(0, "connect")] if initiator == "ours" else [],
                  local_id="fqdn:a.example", remote_id="fqdn:b.example",
-                 exchange_mode="aggressive", ike="aes128-sha1-modp2048")
+                 exchange_mode="aggressive", ike="aes128-sha1-modp2048", **extra)
     with ours(ns_a, spec) as runner, Charon(ns_b, "b", [connection]) as charon:
-        if initiator == "charon":
+        if initiator != "ours":
             time.sleep(0.5)
             charon.initiate("c", "v1")
         child = charon.wait_child_installed("c")
