@@ -395,6 +395,7 @@ class Ikev1Endpoint:
         successor.children += old.children
         successor.retire_children += old.retire_children
         old.children, old.retire_children = [], []
+        old.successor = successor
         old.rekey_at = None
         if old.state != SaState.DESTROYED:
             old.state = SaState.REKEYED

@@ -120,6 +120,7 @@ class IsakmpSa:
         self.initial_contact_received = False
         self.rekey_requested = False  # the endpoint starts a new phase 1 (IKEv1 has no rekey)
         self.replaces: IsakmpSa | None = None  # the SA our new phase 1 replaces
+        self.successor: IsakmpSa | None = None  # the SA that took over our IPsec SAs
         # SAs with the same peer that were negotiating while this one was: a collision.
         self.concurrent: list[IsakmpSa] = []
         # Set by the endpoint: finds an IPsec SA (by the peer's SPI) on a sibling SA.
@@ -466,9 +467,14 @@ class IsakmpSa:
                 keep_children: bool = False) -> None:
         if self.gone:
             return
-        if not keep_children:
-            for child in list(self.children):
-                self.remove_child(child, reason.value)
+        successor = self.successor
+        if keep_children and successor is not None and not successor.gone:
+            # IPsec SAs negotiated here after the hand-over move on as well.
+            successor.children += self.children
+            successor.retire_children += self.retire_children
+            self.children, self.retire_children = [], []
+        for child in list(self.children):
+            self.remove_child(child, reason.value)
         self.state = SaState.DESTROYED
         self.down_reason = reason
         self.phase1.retransmit_record = None

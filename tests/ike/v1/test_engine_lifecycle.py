@@ -326,3 +326,19 @@ def test_initial_contact_replaces_stale_sas_after_a_peer_restart() -> None:
     assert len(pair.b.of(IkeSaUp)) == 2 and not pair.b.of(IkeSaRekeyed)
     assert len(pair.b.of(ChildSaDeleted)) == 1  # the stale IPsec SA
     assert len(pair.b.endpoint._sas) == 1
+
+
+def test_replaced_sa_whose_delete_was_lost_expires_quietly() -> None:
+    p = policy(ike_lifetime=1000, dpd_interval=0)
+    pair = Pair(p, mirror(p, passive=True))
+    pair.connect()
+    pair.drop = lambda side, data: side is pair.a and _exchange(data) == \
+        ExchangeType.INFORMATIONAL
+    assert pair.a.endpoint.rekey("peer", pair.now, ike=True)
+    pair.deliver()
+    assert len(pair.b.endpoint._sas) == 2  # the old one waits for a DELETE that never comes
+    pair.advance(1001)
+    assert len(pair.b.endpoint._sas) == 1
+    assert not pair.b.of(ChildSaDeleted) and not pair.b.of(IkeSaDown)
+    sa = pair.b.endpoint.current_sa("peer")
+    assert sa is not None and len(sa.children) == 1
