@@ -30,7 +30,6 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
@@ -468,11 +467,6 @@ def recover_and_check(pair: FuzzPair, *, strict: bool = True) -> None:
     assert pair.a.endpoint.half_open_count == 0 and pair.b.endpoint.half_open_count == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bugs: unprotected messages processed after IKE_SA_INIT; unauthenticated "
-    "garbage answered or taken as a response (see test_engine_hostile.py)",
-)
 @FUZZ
 @given(data=st.data(), target=st.integers(0, DELIVERIES - 1))
 def test_mutated_messages_before_the_real_one(data: st.DataObject, target: int) -> None:
@@ -569,10 +563,6 @@ def mangle_inner(source: st.DataObject, first: int, chain: bytes) -> tuple[int, 
 PROTECTED = [i for i, d in enumerate(CLEAN.tap.history) if d.data[16:17] == bytes([SK])]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: ValueError escapes receive() for a request of an unknown exchange type",
-)
 @FUZZ
 @given(data=st.data(), target=st.sampled_from(PROTECTED), replace=st.booleans())
 def test_authenticated_garbage_from_a_keyed_peer(

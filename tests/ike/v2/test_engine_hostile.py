@@ -49,40 +49,6 @@ A = Address(A_ADDR, 500)
 B = Address(B_ADDR, 500)
 CORPUS = Path(__file__).parents[2] / "robustness" / "corpus" / "ikev2"
 
-# Engine bugs these tests found, open when the tests were written (xfail, strict: a test
-# that starts passing fails until its marker goes).
-PLAINTEXT = (
-    "engine bug: unprotected messages are processed after IKE_SA_INIT (sa.py _decode "
-    "accepts a message without an SK payload; IKE_SA_INIT requests reach the initiator's SA)"
-)
-UNKNOWN_EXCHANGE = (
-    "engine bug: ValueError escapes receive() for a request of an unknown exchange type "
-    "(sa.py _answer calls ExchangeType(exchange))"
-)
-UNAUTHENTICATED_GARBAGE = (
-    "engine bug: a message whose outer payload chain does not parse raises InvalidSyntax "
-    "before any integrity check and is treated as authenticated (a request is answered and "
-    "its message ID used up; a response ends the exchange)"
-)
-INIT_MESSAGE_ID = "engine bug: an IKE_SA_INIT request with a nonzero message ID is accepted"
-REKEY_SPLIT = (
-    "engine gap: after an IKE SA rekey response the initiator could not process, the "
-    "responder's old SA lingers REKEYED forever while its successor dies"
-)
-CORPUS_BUGS = {
-    "forged_plaintext_delete_ike": PLAINTEXT,
-    "forged_plaintext_empty_informational": PLAINTEXT,
-    "forged_plaintext_unknown_exchange": PLAINTEXT,
-    "ike_sa_init_response_as_request": PLAINTEXT,
-    "ike_sa_init_message_id_1": INIT_MESSAGE_ID,
-    "rekey_request_truncated_length_fixed": UNAUTHENTICATED_GARBAGE,
-    "sk_length_zero_request": UNAUTHENTICATED_GARBAGE,
-}
-
-
-def known_bug(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
 
 # -- helpers ------------------------------------------------------------------------
 def established() -> Pair:
@@ -181,11 +147,7 @@ def payload_length_lies(data: bytes) -> list[bytes]:
 
 @pytest.mark.parametrize(
     "damage",
-    [
-        pytest.param(truncations, marks=known_bug(UNAUTHENTICATED_GARBAGE)),
-        header_length_lies,
-        pytest.param(payload_length_lies, marks=known_bug(UNAUTHENTICATED_GARBAGE)),
-    ],
+    [truncations, header_length_lies, payload_length_lies],
     ids=lambda f: f.__name__,
 )
 def test_damaged_copies_at_every_step_are_dropped_silently(
@@ -459,8 +421,7 @@ def test_half_open_sa_times_out_and_leaves_nothing_behind() -> None:
     assert not pair.b.of(IkeSaUp)
 
 
-@known_bug(PLAINTEXT)
-# -- bugs found by the property tests ---------------------------------------------------
+# -- regressions: engine bugs the property tests found (fixed in 480df61) ------------
 def test_plaintext_messages_on_an_established_sa_are_ignored() -> None:
     """RFC 7296 1.2: every message after IKE_SA_INIT is protected.  A plaintext DELETE or
     an empty INFORMATIONAL with the right SPIs and message ID, which anyone who saw the
@@ -485,7 +446,6 @@ def test_plaintext_messages_on_an_established_sa_are_ignored() -> None:
     assert tunnel_problems(pair) == []
 
 
-@known_bug(UNKNOWN_EXCHANGE)
 def test_request_with_an_unknown_exchange_type_does_not_escape() -> None:
     """An authenticated request of an exchange type we do not know: no exception leaks out
     of the endpoint, the SA stays up, an event says what happened."""
@@ -499,7 +459,6 @@ def test_request_with_an_unknown_exchange_type_does_not_escape() -> None:
     assert tunnel_problems(pair) == []
 
 
-@known_bug(PLAINTEXT)
 def test_forged_ike_sa_init_request_does_not_kill_the_initiators_half_open_sa() -> None:
     """The initiator's SA in IKE_SA_INIT expects a response, never a request.  A copy of
     the responder's answer with the R flag cleared (or any unprotected request with our
@@ -522,7 +481,6 @@ def test_forged_ike_sa_init_request_does_not_kill_the_initiators_half_open_sa() 
     assert tunnel_problems(pair) == []
 
 
-@known_bug(UNAUTHENTICATED_GARBAGE)
 @pytest.mark.parametrize("exchange", ["IKE_AUTH", "rekey"])
 def test_unauthenticated_garbage_response_does_not_end_the_exchange(exchange: str) -> None:
     """A response whose outer payload chain is broken cannot be authenticated: it must be
@@ -558,7 +516,6 @@ def test_unauthenticated_garbage_response_does_not_end_the_exchange(exchange: st
     assert tunnel_problems(pair) == []
 
 
-@known_bug(UNAUTHENTICATED_GARBAGE)
 def test_unauthenticated_garbage_request_gets_no_answer_and_keeps_the_message_id() -> None:
     """The same for a request: answering INVALID_SYNTAX to a message nobody authenticated,
     and caching that answer, would make the genuine request that follows fail."""
@@ -578,7 +535,6 @@ def test_unauthenticated_garbage_request_gets_no_answer_and_keeps_the_message_id
     assert tunnel_problems(pair) == []
 
 
-@known_bug(INIT_MESSAGE_ID)
 def test_ike_sa_init_request_with_a_nonzero_message_id_is_ignored() -> None:
     """RFC 7296 2.2: the message ID of IKE_SA_INIT is zero.  A request with another one
     cannot be genuine; accepting it lets a copy with a bumped ID win the race against the
@@ -595,7 +551,6 @@ def test_ike_sa_init_request_with_a_nonzero_message_id_is_ignored() -> None:
     assert tunnel_problems(pair) == []
 
 
-@known_bug(REKEY_SPLIT)
 def test_unprocessable_ike_rekey_response_does_not_split_the_peers() -> None:
     """The responder of an IKE SA rekey moves everything to the new SA at once; if the
     initiator cannot process the (authenticated) response it stays on the old one.  The
@@ -629,16 +584,7 @@ def corpus_expectation(path: Path) -> str:
     return "survive"
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(
-            path, marks=[known_bug(CORPUS_BUGS[path.stem])] if path.stem in CORPUS_BUGS else []
-        )
-        for path in sorted(CORPUS.glob("*.hex"))
-    ],
-    ids=lambda p: p.stem,
-)
+@pytest.mark.parametrize("path", sorted(CORPUS.glob("*.hex")), ids=lambda p: p.stem)
 def test_corpus_inputs(path: Path) -> None:
     """Each stored input goes to a fresh responder and to both sides of an established
     pair (the pair's fixed randomness gives the SPIs the corpus files carry): nothing
