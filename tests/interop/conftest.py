@@ -4,15 +4,20 @@
 - `charon_factory(netns, name, connections, settings=None, tun=None)`: a started Charon;
   every charon it made is stopped (by pid) and its directory removed after the test, and
   when the test failed its output, SAs and log tail are printed into the report.
-Both skip with a clear reason when strongSwan is not installed.
+- `interop`: an `InteropLab` (rbipsec in namespace r, charon in s, directly linked);
+  `interop_nat`: the same through a masquerading router, `request.param` ("rb" or "sw")
+  naming the side behind it.  Diagnostics of both sides are printed when a test fails.
+All skip with a clear reason when strongSwan is not installed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
+from tests.integration.netlab import NetLab
 from tests.interop.harness import (
     Charon,
     CharonFactory,
@@ -23,6 +28,7 @@ from tests.interop.harness import (
     namespace_pair,
     strongswan_missing,
 )
+from tests.interop.rbipsec_lab import InteropLab, direct_topology, nat_topology
 
 CALL_FAILED = pytest.StashKey[bool]()
 
@@ -75,3 +81,30 @@ def charon_factory(request: pytest.FixtureRequest) -> Iterator[CharonFactory]:
             if failed:
                 print(charon.diagnostics())
             charon.cleanup()
+
+
+def _interop_lab(
+    request: pytest.FixtureRequest, tmp_path: Path, nat: str | None
+) -> Iterator[InteropLab]:
+    _skip_without_strongswan()
+    with NetLab(tmp_path) as netlab:
+        topology = direct_topology(netlab) if nat is None else nat_topology(netlab, nat)
+        lab = InteropLab(netlab, topology)
+        try:
+            yield lab
+        finally:
+            if request.node.stash.get(CALL_FAILED, True):
+                print(lab.diagnostics())
+            lab.close()
+
+
+@pytest.fixture
+def interop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[InteropLab]:
+    """rbipsec in namespace r, charon in s, joined directly (198.51.100.1 and .2)."""
+    yield from _interop_lab(request, tmp_path, None)
+
+
+@pytest.fixture
+def interop_nat(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[InteropLab]:
+    """Like `interop`, with `request.param` ("rb" or "sw") behind a masquerading router."""
+    yield from _interop_lab(request, tmp_path, request.param)

@@ -109,6 +109,15 @@ class IkeSaInfo:
         return _proposal(self.raw)
 
     @property
+    def spi_i(self) -> str:
+        """The IKE initiator's SPI, 16 hex digits."""
+        return _text(self.raw, "initiator-spi")
+
+    @property
+    def spi_r(self) -> str:
+        return _text(self.raw, "responder-spi")
+
+    @property
     def installed(self) -> tuple[ChildSaInfo, ...]:
         return tuple(child for child in self.children if child.state == "INSTALLED")
 
