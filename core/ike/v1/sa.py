@@ -19,6 +19,7 @@ from core.crypto.ikev1 import CbcCipher, Ikev1Prf, Phase1Keys, phase2_iv
 from core.crypto.random import RandomSource
 from core.errors import DecodeError
 from core.ike.constants import NAT_KEEPALIVE, NAT_T_PORT, NON_ESP_MARKER
+from core.ike.datagram import Datagram
 from core.ike.events import (
     Address,
     ChildSaDeleted,
@@ -40,7 +41,6 @@ from core.ike.v1.payloads import PayloadList
 from core.ike.v1.phase1 import Phase1
 from core.ike.v1.proposals import Phase1Choice
 from core.ike.v1.quick import QuickMode, respond_quick_mode
-from core.ike.v2.sa import Datagram
 from core.ike.v2.state import IkeState
 
 KEEPALIVE_INTERVAL = 20.0

@@ -18,6 +18,7 @@ from core.crypto.proposals import ProposalSpec
 from core.crypto.random import RandomSource
 from core.errors import DecodeError
 from core.ike.constants import ExchangeType, NotifyType, PayloadType, ProtocolId
+from core.ike.datagram import Datagram
 from core.ike.errors import IkeError, UnsupportedCriticalPayload
 from core.ike.events import (
     Address,
@@ -32,7 +33,7 @@ from core.ike.policy import PeerPolicy
 from core.ike.v2.header import peek_header
 from core.ike.v2.message import Message, decode_message, encode_message
 from core.ike.v2.payloads import NotifyPayload
-from core.ike.v2.sa import Datagram, IkeSa
+from core.ike.v2.sa import IkeSa
 from core.ike.v2.state import IkeState
 from core.ike.v2.tasks.ike_delete import IkeDelete
 from core.ike.v2.tasks.ike_init import IkeInit, respond_ike_sa_init

@@ -28,6 +28,7 @@ from core.ike.constants import (
     PayloadType,
     ProtocolId,
 )
+from core.ike.datagram import Datagram as Datagram  # re-exported for callers
 from core.ike.errors import IkeError
 from core.ike.events import (
     Address,
@@ -52,15 +53,6 @@ if TYPE_CHECKING:
 
 KEEPALIVE_INTERVAL = 20.0
 MAX_RESPONSE_CACHE = 1
-
-
-@dataclass(frozen=True)
-class Datagram:
-    """A UDP payload to send (the non-ESP marker already in front on port 4500)."""
-
-    data: bytes
-    local: Address
-    remote: Address
 
 
 @dataclass
