@@ -551,6 +551,40 @@ def test_ike_sa_init_request_with_a_nonzero_message_id_is_ignored() -> None:
     assert tunnel_problems(pair) == []
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: the I flag of IKE_SA_INIT is not checked (endpoint.py routes any "
+    "IKE_SA_INIT request with a zero responder SPI to _receive_init_request; IkeInit.process "
+    "takes a response whatever its I flag)",
+)
+@pytest.mark.parametrize("direction", ["request", "response"])
+def test_ike_sa_init_with_the_wrong_initiator_flag_is_ignored(direction: str) -> None:
+    """RFC 7296 3.1: the I flag MUST be set in messages from the original initiator and
+    cleared in those from the original responder; it tells the receiver which SPI is its
+    own.  An IKE_SA_INIT request without it, or a response with it, cannot be genuine.
+    Taking either in (the responder: as a new half-open SA whose retransmission the real
+    request then is; the initiator: as the response) binds the copy's bytes into the AUTH
+    computation, and the real exchange fails AUTHENTICATION_FAILED."""
+    p = policy()
+    pair = Pair(p, mirror(p))
+    pair.a.endpoint.connect("peer", A, B, pair.now)
+    [request] = pair.a.endpoint.pop_datagrams()
+    if direction == "request":
+        forged = request.data[:19] + bytes([request.data[19] & ~0x08 & 0xFF]) + request.data[20:]
+        sent, events = feed(pair.b, forged, pair.now)
+        assert pair.b.endpoint.half_open_count == 0
+        pair.b.endpoint.receive(request.data, B, A, pair.now)
+    else:
+        [response], _ = feed(pair.b, request.data, pair.now)
+        forged = response.data[:19] + bytes([response.data[19] | 0x08]) + response.data[20:]
+        sent, events = feed(pair.a, forged, pair.now)
+        pair.a.endpoint.receive(response.data, A, B, pair.now)
+    assert sent == [] and logs(events)
+    pair.deliver()
+    assert tunnel_problems(pair) == []
+    assert not pair.a.of(ExchangeFailed) and not pair.b.of(ExchangeFailed)
+
+
 def test_unprocessable_ike_rekey_response_does_not_split_the_peers() -> None:
     """The responder of an IKE SA rekey moves everything to the new SA at once; if the
     initiator cannot process the (authenticated) response it stays on the old one.  The
