@@ -65,7 +65,7 @@ async def scenario(app: ConsoleApp, pilot: Pilot[int], seen: dict[str, Any]) -> 
         "every tunnel up",
     )  # fmt: skip
     table = app.screen.query_one(TunnelTable)
-    seen["rows"] = sorted(str(row.key.value) for row in table.ordered_rows)
+    seen["rows"] = sorted(table.row_keys)
     seen["nat"] = tunnel(app, "shop").nat.remote_behind_nat
     seen["shop_remote_port"] = tunnel(app, "shop").remote.port
 

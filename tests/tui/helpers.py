@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from rich.style import Style
 from rich.text import Text
 from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widget import Widget
-from textual.widgets import DataTable
 
 from tui.app import ConsoleApp
 
@@ -31,12 +30,16 @@ async def settle(pilot: Pilot[int], polls: int = 1) -> None:
     assert app.polls >= target, "the console took no status snapshot"
 
 
-def cell_text(table: DataTable[Any], row: str, column: str) -> str:
+class HasCells(Protocol):
+    def get_cell(self, row: str, column: str) -> Any: ...
+
+
+def cell_text(table: HasCells, row: str, column: str) -> str:
     value = table.get_cell(row, column)
     return value.plain if isinstance(value, Text) else str(value)
 
 
-def cell_style(table: DataTable[Any], row: str, column: str) -> Style | str:
+def cell_style(table: HasCells, row: str, column: str) -> Style | str:
     """The colour of a cell: its first span's style, else the style of the whole text."""
     value = table.get_cell(row, column)
     assert isinstance(value, Text), f"{row}/{column} is not styled text"

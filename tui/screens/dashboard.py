@@ -8,9 +8,10 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input
+from textual.widgets import Footer, Input
 
 from tui.model import Snapshot
+from tui.widgets.grid import Grid
 from tui.widgets.status_bars import LinkBanner, SummaryBar, summary_text
 from tui.widgets.tunnel_table import COLUMNS, SORTS, TunnelTable
 
@@ -133,14 +134,13 @@ class DashboardScreen(Screen[None]):
         if peer is not None:
             self.console.show_details(peer)
 
-    @on(DataTable.RowSelected)
-    def _row_chosen(self, event: DataTable.RowSelected) -> None:
-        if event.row_key.value is not None:
-            self.console.show_details(str(event.row_key.value))
+    @on(Grid.RowSelected)
+    def _row_chosen(self, event: Grid.RowSelected) -> None:
+        self.console.show_details(event.row_key)
 
-    @on(DataTable.HeaderSelected)
-    def _header_chosen(self, event: DataTable.HeaderSelected) -> None:
-        self.table.sort_by(str(event.column_key.value))
+    @on(Grid.HeaderSelected)
+    def _header_chosen(self, event: Grid.HeaderSelected) -> None:
+        self.table.sort_by(event.column_key)
         self._redraw()
 
     def action_cycle_sort(self) -> None:
