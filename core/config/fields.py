@@ -12,7 +12,15 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from core.config.schema import DYNAMIC, Dynamic, IPAddress, TcpMss, parse_identity
+from core.config.schema import (
+    DYNAMIC,
+    FLOAT,
+    Dynamic,
+    Float,
+    IPAddress,
+    TcpMss,
+    parse_identity,
+)
 from core.config.source import KeyPath
 from core.crypto.proposals import ProposalError, parse_esp_proposal, parse_ike_proposal
 
@@ -133,26 +141,30 @@ def _fixed_address(text: str) -> IPAddress:
     return address
 
 
-def local_address(value: Any) -> IPAddress | Dynamic:
+def local_address(value: Any) -> IPAddress | Dynamic | Float:
     text = string(value)
     if text == DYNAMIC.value:
         return DYNAMIC
+    if text == FLOAT.value:
+        return FLOAT
     try:
         return _fixed_address(text)
     except ValueError:
-        raise problem(f'{show(text)} must be an IP address or "dynamic"') from None
+        raise problem(f'{show(text)} must be an IP address, "dynamic" or "float"') from None
 
 
-def remote_address(value: Any) -> IPAddress | str | Dynamic:
+def remote_address(value: Any) -> IPAddress | str | Dynamic | Float:
     text = string(value)
     if text == DYNAMIC.value:
         return DYNAMIC
+    if text == FLOAT.value:
+        return FLOAT
     try:
         return _fixed_address(text)
     except ValueError:
         pass
     if not _is_hostname(text):
-        raise problem(f'{show(text)} must be an IP address, a host name or "dynamic"')
+        raise problem(f'{show(text)} must be an IP address, a host name, "dynamic" or "float"')
     return text
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import fields as f
+from core.config.floatlink import check_float_link, float_defaults, float_link
 from core.config.rules import check_peer_rules, ikev1_default_ike_proposals, read_secret
 from core.config.schema import (
     DEFAULT_IKE_PROPOSALS,
@@ -61,6 +62,7 @@ PEER_KEYS: dict[str, Callable[[Any], object]] = {
     "mtu": f.integer_in(*f.MTU_RANGE),
     "tcp_mss": f.tcp_mss,
     "routes": f.routes,
+    "float_link": float_link,
 }
 
 REQUIRED_PEER_KEYS = ("name", "interface", "local_address", "remote_address")
@@ -220,11 +222,13 @@ def _check_peer(
         return {}, None
     found_before = len(problems.items)
     values = _convert(table, PEER_KEYS, path, problems)
+    defaults = _PEER_DEFAULTS | float_defaults(table)
     for key in REQUIRED_PEER_KEYS:
-        if key not in table:
+        if key not in table and key not in defaults:
             problems.add((*path, key), "missing (required)")
-    effective = {key: value for key, value in _PEER_DEFAULTS.items() if key not in table}
+    effective = {key: value for key, value in defaults.items() if key not in table}
     effective.update(values)
+    check_float_link(path, effective, problems.add, base_dir)
     if effective.get("ike_version") == 1 and "ike_proposals" not in table:
         effective["ike_proposals"] = ikev1_default_ike_proposals(DEFAULT_IKE_PROPOSALS)
     check_peer_rules(path, effective, problems.add)

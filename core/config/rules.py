@@ -32,10 +32,16 @@ def check_peer_rules(path: KeyPath, values: Mapping[str, Any], add: AddProblem) 
     local_dynamic = values.get("local_address") is DYNAMIC
     remote_dynamic = values.get("remote_address") is DYNAMIC
     if local_dynamic and remote_dynamic:
+        hint = ""
+        if values.get("float_link") is not None:
+            hint = (
+                '; with float_link, "dynamic" means behind NAT: leave local_address out '
+                '(or "float") when this node only changes its address'
+            )
         add(
             (*path, "remote_address"),
             'local_address and remote_address cannot both be "dynamic" '
-            "(one side behind NAT is supported, not both)",
+            f"(one side behind NAT is supported, not both){hint}",
         )
     if (local_dynamic or remote_dynamic) and version == 1 and exchange is ExchangeMode.MAIN:
         add(
@@ -123,6 +129,15 @@ def read_secret(
 
 def read_psk_file(file: Path) -> Secret:
     """Reads a PSK file that only its owner may read; one trailing newline is dropped."""
+    data = read_private_file(file)
+    secret = data.removesuffix(b"\n").removesuffix(b"\r")
+    if not secret:
+        raise ValueError(f"{show(str(file))} is empty")
+    return Secret(secret)
+
+
+def read_private_file(file: Path) -> bytes:
+    """The bytes of a regular file that only its owner may read; ValueError says why not."""
     try:
         descriptor = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as error:
@@ -141,7 +156,4 @@ def read_psk_file(file: Path) -> Secret:
             data = handle.read()
         except OSError as error:
             raise ValueError(f"cannot read {show(str(file))}: {error.strerror}") from None
-    secret = data.removesuffix(b"\n").removesuffix(b"\r")
-    if not secret:
-        raise ValueError(f"{show(str(file))} is empty")
-    return Secret(secret)
+    return data

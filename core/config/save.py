@@ -25,7 +25,7 @@ import tomli_w
 import tomlkit
 
 from core.config.load import PEER_KEYS, load_text, syntax_problem
-from core.config.schema import Config, PeerConfig, Secret
+from core.config.schema import Config, FloatLink, PeerConfig, Secret
 from core.config.source import Entry, SourceMap, Table, scan
 from core.errors import ConfigError, UsageError
 
@@ -254,6 +254,8 @@ def _plain(value: object) -> Any:
         return value.value
     if isinstance(value, Secret):
         return value.value.decode("utf-8")
+    if isinstance(value, FloatLink):
+        return value.toml_value()
     if isinstance(
         value,
         ipaddress.IPv4Address

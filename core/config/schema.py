@@ -17,12 +17,16 @@ __all__ = [
     "DEFAULT_IKE_PROPOSALS",
     "DEFAULT_SOCKET",
     "DYNAMIC",
+    "FLOAT",
     "IF_ID_BASE",
     "MAX_PEERS",
     "Config",
     "DataplaneChoice",
     "Dynamic",
     "ExchangeMode",
+    "Float",
+    "FloatFamily",
+    "FloatLink",
     "GlobalSettings",
     "IPAddress",
     "IdKind",
@@ -35,6 +39,7 @@ __all__ = [
     "SaMode",
     "Secret",
     "TcpMss",
+    "TsigKey",
     "parse_identity",
 ]
 
@@ -56,10 +61,25 @@ class Dynamic(enum.Enum):
 
 DYNAMIC = Dynamic.DYNAMIC
 
-# local_address: a fixed IP, or DYNAMIC (this node sits behind NAT or changes address).
-LocalAddress = IPAddress | Dynamic
-# remote_address: a fixed IP, a hostname (str, resolved when connecting), or DYNAMIC.
-RemoteAddress = IPAddress | str | Dynamic
+
+class Float(enum.Enum):
+    """An address written as "float" (or left out beside float_link): it changes, and the
+    float link publishes it (local) or looks it up (remote) in DNS."""
+
+    FLOAT = "float"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+FLOAT = Float.FLOAT
+
+# local_address: a fixed IP, DYNAMIC (this node sits behind NAT or changes address), or
+# FLOAT (the address the kernel uses toward the peer, published by the float link).
+LocalAddress = IPAddress | Dynamic | Float
+# remote_address: a fixed IP, a hostname (str, resolved when connecting), DYNAMIC, or FLOAT
+# (looked up by the float link).
+RemoteAddress = IPAddress | str | Dynamic | Float
 
 
 class DataplaneChoice(enum.StrEnum):
@@ -170,6 +190,70 @@ def _is_label(label: str) -> bool:
     )
 
 
+class FloatFamily(enum.StrEnum):
+    """The outer address family a float link publishes and looks up (A or AAAA records)."""
+
+    IPV4 = "ipv4"
+    IPV6 = "ipv6"
+
+
+@dataclass(frozen=True, repr=False)
+class TsigKey:
+    """A TSIG key (RFC 8945) read from a BIND-style key file; its repr hides the secret."""
+
+    name: str  # the key name, an absolute domain name ("branch1-key.")
+    algorithm: str  # "hmac-sha256"
+    secret: Secret
+
+    def __repr__(self) -> str:
+        return f"TsigKey({self.name!r}, {self.algorithm!r}, ***)"
+
+
+@dataclass(frozen=True)
+class FloatLink:
+    """A peer's float link: this node publishes `<node>.<zone>` and looks up
+    `<peer_node>.<zone>` at `server` with RFC 2136 UPDATE and queries signed by `tsig_key`.
+
+    `zone` is absolute (ends with a dot); `interval` and `ttl` are seconds.
+    """
+
+    zone: str
+    node: str
+    peer_node: str
+    server: IPAddress
+    tsig_key_file: str
+    tsig_key: TsigKey = field(repr=False)
+    interval: int = 300
+    ttl: int = 900
+    port: int = 53
+    family: FloatFamily = FloatFamily.IPV4
+
+    @property
+    def own_name(self) -> str:
+        return f"{self.node}.{self.zone}"
+
+    @property
+    def peer_name(self) -> str:
+        return f"{self.peer_node}.{self.zone}"
+
+    def toml_value(self) -> dict[str, object]:
+        """The inline table as it would be written in config.toml (defaults left out)."""
+        value: dict[str, object] = {
+            "zone": self.zone,
+            "node": self.node,
+            "peer_node": self.peer_node,
+            "server": str(self.server),
+            "tsig_key_file": self.tsig_key_file,
+            "interval": self.interval,
+            "ttl": self.ttl,
+        }
+        if self.port != 53:
+            value["port"] = self.port
+        if self.family is not FloatFamily.IPV4:
+            value["family"] = self.family.value
+        return value
+
+
 @dataclass(frozen=True)
 class GlobalSettings:
     enabled: bool = False  # route-based IPsec stays off until set true
@@ -211,6 +295,7 @@ class PeerConfig:
     mtu: int = 1400
     tcp_mss: int | TcpMss = TcpMss.AUTO
     routes: tuple[ipaddress.IPv4Network, ...] = ()
+    float_link: FloatLink | None = None
 
     @property
     def interface_index(self) -> int:
@@ -229,6 +314,16 @@ class PeerConfig:
     @property
     def remote_is_dynamic(self) -> bool:
         return self.remote_address is DYNAMIC
+
+    @property
+    def local_floats(self) -> bool:
+        """The local address is whatever routes toward the peer, published by the float link."""
+        return self.local_address is FLOAT
+
+    @property
+    def remote_floats(self) -> bool:
+        """The peer's address is looked up by the float link."""
+        return self.remote_address is FLOAT
 
     @property
     def is_unnumbered(self) -> bool:

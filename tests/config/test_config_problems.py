@@ -108,14 +108,14 @@ CASES: list[tuple[str, str, list[str]]] = [
     (
         "local-address-hostname",
         config_text(local_address='"gw.example.net"'),
-        ['6: peer[0].local_address: "gw.example.net" must be an IP address or "dynamic"'],
+        ['6: peer[0].local_address: "gw.example.net" must be an IP address, "dynamic" or "float"'],
     ),
     (
         "remote-address-garbage",
         config_text(remote_address='"not a host!"'),
         [
-            '7: peer[0].remote_address: "not a host!" must be an IP address, a host name '
-            'or "dynamic"'
+            '7: peer[0].remote_address: "not a host!" must be an IP address, a host name, '
+            '"dynamic" or "float"'
         ],
     ),
     (
