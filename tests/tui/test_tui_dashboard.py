@@ -173,3 +173,18 @@ async def test_64_tunnels_fit_and_scroll(make_app: AppFactory) -> None:
         await pilot.press("ctrl+end")
         assert table.cursor_row == 63
         assert table.selected_peer == "site63"
+
+
+async def test_the_name_column_stays_when_scrolled_right(make_app: AppFactory) -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        table = _table(app)
+        assert table.max_scroll_x > 0
+        for _ in range(40):
+            await pilot.press("right")
+        await pilot.pause()
+        assert table.scroll_offset.x > 0
+        first_row = table.render_line(1).text
+        assert first_row.startswith(" branch-nat") and "ipsec1" not in first_row
+        assert table.render_line(0).text.startswith(" Name")

@@ -7,6 +7,7 @@ before asking.  The draft survives leaving the screen (it is kept on the app).
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -36,6 +37,12 @@ if TYPE_CHECKING:
     from tui.app import ConsoleApp
 
 VALIDATE_DELAY = 0.3  # seconds of quiet typing before validating
+
+
+def toml_language() -> str | None:
+    """ "toml" when tree-sitter and its TOML grammar are installed, else plain text."""
+    found = all(importlib.util.find_spec(name) for name in ("tree_sitter", "tree_sitter_toml"))
+    return "toml" if found else None
 
 
 class EditorScreen(Screen[None]):
@@ -86,7 +93,8 @@ class EditorScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield LinkBanner()
         yield Static("loading the config ...", id="editor-status")
-        area = TextArea.code_editor("", language="toml", id="config-text", soft_wrap=False)
+        area = TextArea.code_editor("", language=toml_language(), id="config-text",
+                                    soft_wrap=False)  # fmt: skip
         area.read_only = True
         yield area
         yield OptionList(id="problems", classes="-empty")
