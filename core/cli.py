@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     console = _command(commands, "console", "the terminal console (Textual)", _console)
     _add_locators(console, argparse.SUPPRESS)
+    console.add_argument("--connect", metavar="SOCKET",
+                         help="attach to the daemon on this control socket")  # fmt: skip
+    console.add_argument("--demo", action="store_true",
+                         help="build a throwaway lab of real tunnels, show it (root)")  # fmt: skip
     return parser
 
 
@@ -212,7 +216,10 @@ def _daemon(args: argparse.Namespace) -> int:
 
 
 def _console(args: argparse.Namespace) -> int:
-    raise NotAvailableError("rbipsec console: not available yet (the console has not landed)")
+    """-c FILE embeds the core; --connect/--socket attaches to a daemon; --demo: the lab."""
+    from tui.app import run_console
+
+    return run_console(args)
 
 
 def _ask(args: argparse.Namespace, cmd: str, **arguments: object) -> object:
