@@ -1,6 +1,6 @@
 """Dataplane benchmark: two namespaces, one tunnel per peer, ratios in one run (root only).
 
-    sudo python bench/bench_dataplane.py [--seconds 2] [--rounds 3] [--suite aes-gcm-128]
+    sudo python bench/bench_dataplane.py [--seconds 1.5] [--rounds 4] [--suite aes-gcm-128]
                                          [--only-rbipsec] [--no-encap]
 
 Tunnel peers, each a tunnel 10.0.0.1 (namespace A) -> 10.0.0.2 (namespace B):
@@ -11,8 +11,10 @@ Tunnel peers, each a tunnel 10.0.0.1 (namespace A) -> 10.0.0.2 (namespace B):
 
 For each: TCP bulk throughput (a small Python sender and receiver), UDP packets/s delivered
 for 64-byte and 1400-byte IP packets (the sender flat out), and ping RTT (pings 20 ms
-apart, so each one finds the forwarders idle).  Plus the memory one more rbipsec tunnel
-costs (interface + SA pair, measured after warm-up tunnels, in a separate process).
+apart, so each one finds the forwarders idle).  For the bulk runs also the work done per
+CPU-second of the forwarding processes (rbipsec's agents, the charons), which other jobs
+on the machine disturb much less than the throughput.  Plus the memory one more rbipsec
+tunnel costs (interface + SA pair, after warm-up tunnels, in a separate process).
 
 Machines are noisy (other jobs share the 2 CPUs): all tunnels stay up for the whole run,
 each peer gets a warm-up, then `--rounds` rounds take each measurement for every peer in
@@ -33,7 +35,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -109,11 +111,34 @@ class RbipsecPeer:
     factory: str = USERSPACE
     name: str = "rbipsec-userspace"
 
+    pids: list[int] = field(default_factory=list)  # the two agents, while a tunnel is up
+
     @contextlib.contextmanager
     def tunnel(self) -> Iterator[tuple[str, str]]:
         with two_node_lab(self.factory) as lab:
             build_tunnel(lab, self.suite, encap=self.encap)
-            yield lab.ns_a, lab.ns_b
+            self.pids = [lab.a.process.pid, lab.b.process.pid]
+            try:
+                yield lab.ns_a, lab.ns_b
+            finally:
+                self.pids = []
+
+
+def forwarder_pids(peer: TunnelPeer) -> list[int]:
+    """The processes that forward the peer's packets: rbipsec's agents, the charons."""
+    if isinstance(peer, RbipsecPeer):
+        return peer.pids
+    return [pid for charon in getattr(peer, "charons", []) if (pid := charon.pid)]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time used so far by all threads of `pids` (kernel time in their calls included)."""
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that just ended
+                total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 def strongswan_peer(suite: str) -> tuple[TunnelPeer | None, str]:
@@ -147,17 +172,19 @@ def wait_ready(process: subprocess.Popen[str]) -> None:
         raise RuntimeError("receiver did not start")
 
 
-def tcp_bulk_mbps(ns_a: str, ns_b: str, seconds: float) -> float:
+def tcp_bulk(ns_a: str, ns_b: str, seconds: float) -> tuple[float, float]:
+    """(Mbit/s, Mbit carried) of one TCP connection sending flat out for `seconds`."""
     receiver = python_in(ns_b, TCP_RECEIVER, DST)
     wait_ready(receiver)
     subprocess.run(in_ns(ns_a, sys.executable, "-c", TCP_SENDER, DST, str(seconds)), check=True)
     output, _ = receiver.communicate(timeout=seconds + 30)
     total, elapsed = output.split()
-    return int(total) * 8 / float(elapsed) / 1e6
+    megabits = int(total) * 8 / 1e6
+    return megabits / float(elapsed), megabits
 
 
-def udp_pps(ns_a: str, ns_b: str, ip_size: int, seconds: float) -> tuple[float, float]:
-    """(packets/s offered, packets/s delivered) for IP packets of `ip_size` bytes."""
+def udp_pps(ns_a: str, ns_b: str, ip_size: int, seconds: float) -> tuple[float, float, int]:
+    """(packets/s offered, packets/s delivered, packets delivered), IP packets of `ip_size`."""
     receiver = python_in(ns_b, UDP_RECEIVER, DST)
     wait_ready(receiver)
     sender = subprocess.run(
@@ -166,7 +193,7 @@ def udp_pps(ns_a: str, ns_b: str, ip_size: int, seconds: float) -> tuple[float, 
     )  # fmt: skip
     output, _ = receiver.communicate(timeout=seconds + 30)
     sent, elapsed = sender.stdout.split()
-    return int(sent) / float(elapsed), int(output) / float(elapsed)
+    return int(sent) / float(elapsed), int(output) / float(elapsed), int(output)
 
 
 def ping_rtts_ms(ns_a: str, count: int) -> list[float]:
@@ -198,33 +225,45 @@ CONTEXT = ("UDP 64 B pps offered", "UDP 1400 B pps offered")
 Samples = dict[str, list[float]]
 
 
-Measurement = Callable[[str, str, float, Samples], None]
+# A measurement runs once for one peer, adds its samples and returns the work done
+# (Mbit or packets), which run_peers() divides by the forwarders' CPU time.
+Measurement = Callable[[str, str, float, Samples], float]
 
 
-def measure_tcp(ns_a: str, ns_b: str, seconds: float, samples: Samples) -> None:
-    samples.setdefault("TCP Mbit/s", []).append(tcp_bulk_mbps(ns_a, ns_b, seconds))
+def measure_tcp(ns_a: str, ns_b: str, seconds: float, samples: Samples) -> float:
+    mbps, megabits = tcp_bulk(ns_a, ns_b, seconds)
+    samples.setdefault("TCP Mbit/s", []).append(mbps)
+    return megabits
 
 
 def measure_udp(size: int) -> Measurement:
-    def measure(ns_a: str, ns_b: str, seconds: float, samples: Samples) -> None:
-        offered, delivered = udp_pps(ns_a, ns_b, size, seconds)
+    def measure(ns_a: str, ns_b: str, seconds: float, samples: Samples) -> float:
+        offered, delivered, packets = udp_pps(ns_a, ns_b, size, seconds)
         samples.setdefault(f"UDP {size} B pps offered", []).append(offered)
         samples.setdefault(f"UDP {size} B pps delivered", []).append(delivered)
+        return packets / 1000
 
     return measure
 
 
-def measure_ping(ns_a: str, ns_b: str, seconds: float, samples: Samples) -> None:
+def measure_ping(ns_a: str, ns_b: str, seconds: float, samples: Samples) -> float:
     samples.setdefault("ping RTT ms (median)", []).extend(ping_rtts_ms(ns_a, PINGS_PER_ROUND))
+    return 0.0
 
 
-MEASUREMENTS = (measure_tcp, measure_udp(64), measure_udp(1400), measure_ping)
+# (measurement, the name of its work per forwarder CPU-second, or "")
+MEASUREMENTS: tuple[tuple[Measurement, str], ...] = (
+    (measure_tcp, "TCP Mbit per CPU-s"),
+    (measure_udp(64), "UDP 64 B kpkt per CPU-s"),
+    (measure_udp(1400), "UDP 1400 B kpkt per CPU-s"),
+    (measure_ping, ""),
+)
 
 
 def warm_up(ns_a: str, ns_b: str) -> None:
     """Routes, neighbours, socket buffers and caches, so that round 1 is not special."""
     ping_rtts_ms(ns_a, 5)
-    tcp_bulk_mbps(ns_a, ns_b, 0.5)
+    tcp_bulk(ns_a, ns_b, 0.5)
 
 
 def run_peers(peers: list[TunnelPeer], seconds: float, rounds: int) -> dict[str, Samples]:
@@ -232,14 +271,19 @@ def run_peers(peers: list[TunnelPeer], seconds: float, rounds: int) -> dict[str,
     so that the numbers compared were taken a few seconds apart."""
     samples: dict[str, Samples] = {peer.name: {} for peer in peers}
     with contextlib.ExitStack() as stack:
-        tunnels = [(peer.name, stack.enter_context(peer.tunnel())) for peer in peers]
-        for _name, (ns_a, ns_b) in tunnels:
+        tunnels = [(peer, stack.enter_context(peer.tunnel())) for peer in peers]
+        for _peer, (ns_a, ns_b) in tunnels:
             warm_up(ns_a, ns_b)
         for round_index in range(rounds):
             order = tunnels if round_index % 2 == 0 else tunnels[::-1]
-            for measure in MEASUREMENTS:
-                for name, (ns_a, ns_b) in order:
-                    measure(ns_a, ns_b, seconds, samples[name])
+            for measure, per_cpu in MEASUREMENTS:
+                for peer, (ns_a, ns_b) in order:
+                    pids = forwarder_pids(peer)
+                    cpu_before = cpu_seconds(pids)
+                    work = measure(ns_a, ns_b, seconds, samples[peer.name])
+                    cpu = cpu_seconds(pids) - cpu_before
+                    if per_cpu and cpu > 0:
+                        samples[peer.name].setdefault(per_cpu, []).append(work / cpu)
     return samples
 
 
@@ -316,10 +360,16 @@ def memory_per_tunnel() -> dict[str, float]:
 
 
 # -- the report ------------------------------------------------------------------------
+def efficiency_metrics() -> list[Metric]:
+    """Work per CPU-second of the forwarding processes: roughly the throughput they would
+    reach with the CPUs to themselves, so less at the mercy of other jobs on the machine."""
+    return [Metric(per_cpu, True, 1.5) for _, per_cpu in MEASUREMENTS if per_cpu]
+
+
 def print_table(samples: dict[str, Samples], baseline: str | None) -> None:
     peers = list(samples)
     print(f"{'metric (median)':26}" + "".join(f"{peer:>26}" for peer in peers) + "    goal")
-    rows: list[Metric | str] = [*METRICS, *CONTEXT]
+    rows: list[Metric | str] = [*METRICS, *efficiency_metrics(), *CONTEXT]
     for metric in rows:
         name = metric.name if isinstance(metric, Metric) else metric
         medians = {peer: statistics.median(samples[peer][name]) for peer in peers}
@@ -352,8 +402,8 @@ def conditions() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=2.0, help="per TCP/UDP run")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=1.5, help="per TCP/UDP run")
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--suite", default="aes-gcm-128")
     parser.add_argument("--only-rbipsec", action="store_true", help="no strongSwan peer")
     parser.add_argument("--no-encap", action="store_true", help="rbipsec with raw ESP only")
