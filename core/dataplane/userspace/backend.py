@@ -3,13 +3,16 @@
 Outbound: the kernel routes a packet into TUN ipsecN; `loop.add_reader` drains up to 64
 packets per callback, clamps the TCP MSS, protects each with the interface's newest
 outbound SA and sends it -- in UDP from the daemon's port-4500 socket (RFC 3948) or as raw
-ESP (IP protocol 50, one raw socket per address family, opened lazily).  The kernel
-builds the outer header, so its ToS stays 0 whatever the inner packet carries.
+ESP (IP protocol 50) from a raw socket bound to the SA's local address (one per address,
+opened with its first SA, closed with its last).  The kernel builds the outer header, so
+its ToS stays 0 whatever the inner packet carries.
 
 Inbound: raw ESP arrives on the same raw sockets (IPv4 ones include the IP header, which
-is stripped); UDP-encapsulated ESP is handed over by the daemon through
-`handle_encapsulated_esp`.  The SA is found by SPI, the packet decapsulated and written
-to the interface's TUN.  Bad packets are counted, never raised.
+is skipped, not copied); UDP-encapsulated ESP is handed over by the daemon through
+`handle_encapsulated_esp`.  The SA is found by SPI and the packet decapsulated.  Non-TCP
+packets are written to the interface's TUN at once; TCP segments are queued until the
+end of the batch and written coalesced into GSO packets (gro.py), which spares the kernel
+most per-packet work and the tunnel most ACKs.  Bad packets are counted, never raised.
 
 A one-second tick reports SA expiry and notes last use.  The module runs in the current
 network namespace.
