@@ -237,12 +237,15 @@ def float_defaults(table: Mapping[str, Any]) -> dict[str, object]:
 
 
 def check_float_link(
-    path: KeyPath, values: dict[str, Any], add: AddProblem, base_dir: Path
-) -> None:
+    path: KeyPath, table: Mapping[str, Any], values: dict[str, Any], add: AddProblem,
+    base_dir: Path,
+) -> None:  # fmt: skip
     """Checks the addresses against the float link and turns its fields into a FloatLink
     (reading the key file); drops `float_link` from `values` when it is unusable."""
     fields = values.get("float_link")
     local, remote = values.get("local_address"), values.get("remote_address")
+    if fields is None and "float_link" in table:
+        return  # its problems are reported already
     if fields is None:
         for key, address in (("local_address", local), ("remote_address", remote)):
             if address is FLOAT:

@@ -228,7 +228,7 @@ def _check_peer(
             problems.add((*path, key), "missing (required)")
     effective = {key: value for key, value in defaults.items() if key not in table}
     effective.update(values)
-    check_float_link(path, effective, problems.add, base_dir)
+    check_float_link(path, table, effective, problems.add, base_dir)
     if effective.get("ike_version") == 1 and "ike_proposals" not in table:
         effective["ike_proposals"] = ikev1_default_ike_proposals(DEFAULT_IKE_PROPOSALS)
     check_peer_rules(path, effective, problems.add)
