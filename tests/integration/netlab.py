@@ -106,9 +106,10 @@ class NetLab:
     def ping(self, name: str, destination: str, *options: str, count: int = 3,
              interval: float = 0.2) -> tuple[int, int]:  # fmt: skip
         """(transmitted, received) of a ping from namespace `name`."""
-        result = self.run(name, "ping", "-c", str(count), "-i", str(interval), "-W", "1",
+        wait = str(max(1, round(SLOW)))  # seconds for a reply: longer under emulation
+        result = self.run(name, "ping", "-c", str(count), "-i", str(interval), "-W", wait,
                           *options, destination, check=False,
-                          timeout=count * interval + 10)  # fmt: skip
+                          timeout=count * interval + 10 * SLOW)  # fmt: skip
         match = re.search(r"(\d+) packets transmitted, (\d+) received", result.stdout)
         if match is None:
             raise LabError(f"ping said: {result.stdout} {result.stderr}")
@@ -119,7 +120,7 @@ class NetLab:
         """A continuous ping; stop it with SIGINT and read its summary (`finish_ping`)."""
         return subprocess.Popen(
             ["ip", "netns", "exec", self.namespaces[name], "ping", "-i", str(interval),
-             "-W", "1", destination],
+             "-W", str(max(1, round(SLOW))), destination],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
