@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from core.dataplane.model import Direction, if_id_for
+from core.dataplane.model import Direction, ExpiryKind, if_id_for
 from tests.daemon.harness import (
     A_HOST,
     B_HOST,
@@ -241,6 +241,46 @@ def test_a_remote_host_name_is_resolved_and_followed(tmp_path: Path) -> None:
             await settle(a.daemon)
             (out,) = [s for s in a.dataplane.sas.values() if s.spec.direction is Direction.OUT]
             assert str(out.spec.dst) == "198.51.100.3"
+        finally:
+            await lab.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_soft_expiry_from_the_dataplane_rekeys_the_child_sa(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        lab, a, b = _pair(tmp_path)
+        await lab.start()
+        try:
+            await wait_for(lambda: state(a.daemon, "tob") == "up"
+                           and state(b.daemon, "toa") == "up", what="up")  # fmt: skip
+            await settle(a.daemon)
+            before = set(_sas(a))
+            (spi_out,) = [spi for spi, d in before if d is Direction.OUT]
+            a.dataplane.expire(spi_out, Direction.OUT, if_id_for(1), ExpiryKind.SOFT)
+            await wait_for(lambda: len(_sas(a)) == 2 and set(_sas(a)).isdisjoint(before),
+                           what="a rekeyed Child SA")  # fmt: skip
+            assert a.dataplane.interfaces["ipsec1"].up
+        finally:
+            await lab.stop()
+
+    asyncio.run(scenario())
+
+
+def test_inbound_esp_is_reported_to_the_engine(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        lab, a, _b = _pair(tmp_path, a_extra={"dpd_interval": 9})  # polls every 3 s
+        await lab.start()
+        try:
+            await wait_for(lambda: state(a.daemon, "tob") == "up", what="up")
+            await settle(a.daemon)
+            sa = a.daemon.engine.current_sa("tob")  # type: ignore[union-attr]
+            assert sa is not None
+            heard = sa.last_heard
+            (spi_in,) = [spi for spi, d in _sas(a) if d is Direction.IN]
+            a.dataplane.bump_sa(spi_in, Direction.IN, if_id_for(1), packets=5, bytes=500)
+            await wait_for(lambda: sa.last_heard > heard + 0.5, timeout=4, what="activity")
+            assert sa.dpd_probes == 0  # no probe was needed (none is due before 9 s)
         finally:
             await lab.stop()
 

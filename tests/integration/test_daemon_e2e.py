@@ -342,3 +342,50 @@ def test_enabled_false_touches_nothing(lab: NetLab) -> None:
     assert "disabled" in a.log()
     with pytest.raises(CommandFailed, match="disabled"):
         a.request("up", peer="tob")
+
+
+def test_ipv6_outer_addresses(lab: NetLab) -> None:
+    lab.namespace("a")
+    lab.namespace("b")
+    lab.link("a", "2001:db8::1/64", "b", "2001:db8::2/64", "outer0", "outer0")
+    for name in ("a", "b"):  # no duplicate address detection delay before binding
+        lab.run(name, "sysctl", "-qw", "net.ipv6.conf.outer0.accept_dad=0")
+        lab.run(name, "ip", "-6", "addr", "flush", "dev", "outer0", "scope", "global")
+    lab.run("a", "ip", "addr", "add", "2001:db8::1/64", "dev", "outer0", "nodad")
+    lab.run("b", "ip", "addr", "add", "2001:db8::2/64", "dev", "outer0", "nodad")
+    a = lab.daemon("a", global_section(lab.workdir / "a.sock") + peer_section(
+        name="tob", interface="ipsec1", local_address="2001:db8::1",
+        remote_address="2001:db8::2", address="10.0.0.1/30"))  # fmt: skip
+    b = lab.daemon("b", global_section(lab.workdir / "b.sock") + peer_section(
+        name="toa", interface="ipsec1", local_address="2001:db8::2",
+        remote_address="2001:db8::1", address="10.0.0.2/30", passive=True))  # fmt: skip
+    b.start()
+    a.start()
+    a.wait_up("tob")
+    b.wait_up("toa")
+    assert lab.ping("a", "10.0.0.2", count=3) == (3, 3)
+    peer = a.peer("tob")
+    assert peer["remote"] == {"address": "2001:db8::2", "port": 500}
+    assert peer["child_sas"][0]["packets_out"] >= 3
+
+
+def test_auto_dataplane_says_which_and_why(lab: NetLab) -> None:
+    two_nodes(lab)
+    config_a, _ = pair_configs(lab, a_global={"dataplane": "auto"})
+    a = lab.daemon("a", config_a).start()
+    daemon = a.status()["daemon"]
+    expected = "kernel" if DATAPLANE == "kernel" else "userspace"
+    assert daemon["dataplane"] == expected
+    assert daemon["dataplane_reason"].startswith("auto: ")
+    assert f"dataplane: {expected} (auto: " in a.log()
+    assert "rbipsec-probe" not in lab.run("a", "ip", "link").stdout
+
+
+@pytest.mark.slow
+def test_sixty_four_peers_all_pass_traffic() -> None:
+    from bench.bench_setup import RbipsecSetup
+    from bench.bench_strongswan_setup import measure_cold_start
+
+    result = measure_cold_start(RbipsecSetup(dataplane=DATAPLANE), 64, timeout=120 * SLOW)
+    assert result.peers == 64  # measure_cold_start raises if any peer never answered
+    print(f"64 peers up in {result.seconds:.2f} s, RSS {result.rss_kib} KiB")

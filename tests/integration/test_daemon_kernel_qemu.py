@@ -20,7 +20,7 @@ from qemu_harness import HarnessUnavailable, build, run_in_guest
 
 pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow, pytest.mark.netns]
 
-SCENARIOS = "tunnel_mode or forced_udp or rekey or reload or nat_traversal"
+SCENARIOS = "tunnel_mode or forced_udp or rekey or reload or nat_traversal or auto_dataplane"
 
 
 def test_daemon_scenarios_on_the_kernel_dataplane() -> None:
@@ -40,4 +40,4 @@ def test_daemon_scenarios_on_the_kernel_dataplane() -> None:
     print(result.output)
     assert result.exit_status == 0, "daemon scenarios failed in the guest (output above)"
     summary = re.findall(r"^=* ?(\d+ passed.*) in [\d.]+s", result.output, re.M)
-    assert summary and "5 passed" in summary[-1], summary
+    assert summary and "6 passed" in summary[-1], summary
