@@ -8,6 +8,7 @@ test_lab_security.py; these run without root except the socket tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -143,10 +144,8 @@ class _Capture(logging.Handler):
 def _secret_forms(secret: bytes) -> list[str]:
     """How a secret could show up in text."""
     forms = [secret.hex(), secret.hex().upper(), repr(secret)[2:-1]]
-    try:
+    with contextlib.suppress(UnicodeDecodeError):
         forms.append(secret.decode())
-    except UnicodeDecodeError:
-        pass
     return [f for f in forms if len(f) >= 8]
 
 
@@ -428,6 +427,3 @@ def test_aggressive_mode_with_a_psk_is_warned_about(caplog: pytest.LogCaptureFix
     config = load_text(text, "c.toml")
     warnings = list(getattr(config, "warnings", ())) + [r.getMessage() for r in caplog.records]
     assert any("aggressive" in w for w in warnings)
-
-
-
