@@ -6,7 +6,9 @@
   when the test failed its output, SAs and log tail are printed into the report.
 - `interop`: an `InteropLab` (rbipsec in namespace r, charon in s, directly linked);
   `interop_nat`: the same through a masquerading router, `request.param` ("rb" or "sw")
-  naming the side behind it.  Diagnostics of both sides are printed when a test fails.
+  naming the side behind it; `interop_wired`: the link runs through a process that can
+  make two IKE requests cross (tests/interop/wire.py).  Diagnostics of both sides are
+  printed when a test fails.
 All skip with a clear reason when strongSwan is not installed.
 """
 
@@ -28,7 +30,12 @@ from tests.interop.harness import (
     namespace_pair,
     strongswan_missing,
 )
-from tests.interop.rbipsec_lab import InteropLab, direct_topology, nat_topology
+from tests.interop.rbipsec_lab import (
+    InteropLab,
+    direct_topology,
+    nat_topology,
+    wired_topology,
+)
 
 CALL_FAILED = pytest.StashKey[bool]()
 
@@ -83,13 +90,17 @@ def charon_factory(request: pytest.FixtureRequest) -> Iterator[CharonFactory]:
             charon.cleanup()
 
 
-def _interop_lab(
-    request: pytest.FixtureRequest, tmp_path: Path, nat: str | None
-) -> Iterator[InteropLab]:
+def _interop_lab(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> Iterator[InteropLab]:
     _skip_without_strongswan()
     with NetLab(tmp_path) as netlab:
-        topology = direct_topology(netlab) if nat is None else nat_topology(netlab, nat)
-        lab = InteropLab(netlab, topology)
+        wire = None
+        if kind == "direct":
+            topology = direct_topology(netlab)
+        elif kind == "wired":
+            topology, wire = wired_topology(netlab)
+        else:
+            topology = nat_topology(netlab, kind)
+        lab = InteropLab(netlab, topology, wire=wire)
         try:
             yield lab
         finally:
@@ -101,7 +112,13 @@ def _interop_lab(
 @pytest.fixture
 def interop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[InteropLab]:
     """rbipsec in namespace r, charon in s, joined directly (198.51.100.1 and .2)."""
-    yield from _interop_lab(request, tmp_path, None)
+    yield from _interop_lab(request, tmp_path, "direct")
+
+
+@pytest.fixture
+def interop_wired(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[InteropLab]:
+    """Like `interop`, with the link through the `wire` process (`lab.wire.crossing()`)."""
+    yield from _interop_lab(request, tmp_path, "wired")
 
 
 @pytest.fixture

@@ -406,6 +406,12 @@ class Charon:
         raise HarnessError(f"charon {self.name}: terminate {message} failed: "
                            f"{reply.get('errmsg', reply)}\n{self.log_tail()}")  # fmt: skip
 
+    def terminate_async(self, ike: str | None = None, child: str | None = None) -> None:
+        """Starts closing by config name and returns at once (the DELETE is on its way)."""
+        message: dict[str, Any] = {"timeout": -1}
+        message.update({key: value for key, value in (("ike", ike), ("child", child)) if value})
+        self._checked("terminate", message)
+
     def rekey(self, child: str | None = None, ike: str | None = None,
               reauth: bool = False) -> None:  # fmt: skip
         """Asks charon to rekey a CHILD_SA or an IKE_SA by config name (returns at once)."""

@@ -47,6 +47,7 @@ from tests.interop.harness import (
     Netns,
     TunSetup,
 )
+from tests.interop.wire import Wire, start_wire
 
 PSK = "rbipsec and strongSwan share this"
 PEER = "sw"  # rbipsec's name for the strongSwan peer
@@ -76,6 +77,16 @@ class Topology:
     rb_seen: str  # rbipsec's address as charon sees it
     sw_seen: str  # charon's address as rbipsec sees it
     nat: str | None = None  # "rb" or "sw": who sits behind the NAT
+    rb_id: str = ""  # rbipsec's IKE identity in strongSwan's syntax ("" = its address)
+    sw_id: str = ""
+
+    @property
+    def rb_identity(self) -> str:
+        return self.rb_id or self.rb_local
+
+    @property
+    def sw_identity(self) -> str:
+        return self.sw_id or self.sw_local
 
 
 def direct_topology(netlab: NetLab) -> Topology:
@@ -83,6 +94,20 @@ def direct_topology(netlab: NetLab) -> Topology:
     netlab.namespace("s")
     netlab.link("r", "198.51.100.1/24", "s", "198.51.100.2/24", "outer0", "outer0")
     return Topology("198.51.100.1", "198.51.100.2", "198.51.100.1", "198.51.100.2")
+
+
+def wired_topology(netlab: NetLab) -> tuple[Topology, Wire]:
+    """As `direct_topology`, but the link runs through namespace `m`, where the `wire`
+    process copies the frames and can hold IKE messages so that two requests cross."""
+    netlab.namespace("r")
+    netlab.namespace("m")
+    netlab.namespace("s")
+    netlab.link("r", "198.51.100.1/24", "m", None, "outer0", "tor")
+    netlab.link("s", "198.51.100.2/24", "m", None, "outer0", "tos")
+    for end in ("tor", "tos"):
+        netlab.run("m", "ip", "link", "set", end, "promisc", "on")
+    wire = start_wire(netlab.namespaces["m"], "tor", "tos")
+    return Topology("198.51.100.1", "198.51.100.2", "198.51.100.1", "198.51.100.2"), wire
 
 
 def nat_topology(netlab: NetLab, behind: str) -> Topology:
@@ -97,24 +122,44 @@ def nat_topology(netlab: NetLab, behind: str) -> Topology:
     rules = netlab.workdir / "masquerade.nft"
     low, high = NAT_PORTS
     rules.write_text("table ip nat {\n chain post { type nat hook postrouting priority 100;\n"
-                     f'  oifname "outside" masquerade to :{low}-{high}\n }}\n}}\n')  # fmt: skip
+                     f'  oifname "outside" meta l4proto udp masquerade to :{low}-{high}\n'
+                     '  oifname "outside" masquerade\n }\n}\n')  # fmt: skip
     netlab.run("nat", "nft", "-f", str(rules))
+    ids = {"rb_id": "rb.example.net", "sw_id": "sw.example.net"}
     if behind == "rb":
-        return Topology("203.0.113.2", "198.51.100.2", "198.51.100.1", "198.51.100.2", "rb")
-    return Topology("198.51.100.2", "203.0.113.2", "198.51.100.2", "198.51.100.1", "sw")
+        return Topology("203.0.113.2", "198.51.100.2", "198.51.100.1", "198.51.100.2", "rb", **ids)
+    return Topology("198.51.100.2", "203.0.113.2", "198.51.100.2", "198.51.100.1", "sw", **ids)
 
 
 @dataclass
 class PingRun:
-    """A continuous ping; `sent`/`received` are filled when it is finished."""
+    """A continuous ping (`ping -D -O`), read when it is finished.
+
+    The last request may still be in flight when ping is interrupted; it is not counted
+    as lost (the blocks that ping end with half a second of quiet traffic anyway)."""
 
     process: subprocess.Popen[str]
     sent: int = 0
-    received: int = 0
+    output: str = ""
+
+    def _answered(self) -> set[int]:
+        return {int(m[1]) for m in re.finditer(r"icmp_seq=(\d+) ttl=", self.output)}
+
+    @property
+    def lost_sequences(self) -> list[int]:
+        answered = self._answered()
+        return [seq for seq in range(1, self.sent) if seq not in answered]
 
     @property
     def lost(self) -> int:
-        return self.sent - self.received
+        return len(self.lost_sequences)
+
+    def losses(self) -> str:
+        """The lost requests as `seq@unix-time` (for assertion messages)."""
+        late = re.finditer(r"\[([\d.]+)\] no answer yet for icmp_seq=(\d+)", self.output)
+        when = {int(m[2]): m[1] for m in late}
+        lost = ", ".join(f"{seq}@{when.get(seq, '?')}" for seq in self.lost_sequences)
+        return f"sent {self.sent}, answered {len(self._answered())}, lost: {lost or 'none'}"
 
 
 @dataclass
@@ -124,6 +169,7 @@ class InteropLab:
     charon: Charon | None = None
     daemon: DaemonProcess | None = None
     charons: list[Charon] = field(default_factory=list)
+    wire: Wire | None = None
 
     # -- strongSwan ------------------------------------------------------------------------
     def connection(self, role: Role, **changes: Any) -> Connection:
@@ -132,8 +178,8 @@ class InteropLab:
         remote = self.topology.rb_seen if role is Role.RESPONDER else "%any"
         values: dict[str, Any] = {
             "name": CONN, "local_addrs": self.topology.sw_local, "remote_addrs": remote,
-            "psk": PSK, "children": (child,), "local_id": self.topology.sw_local,
-            "remote_id": self.topology.rb_local,
+            "psk": PSK, "children": (child,), "local_id": self.topology.sw_identity,
+            "remote_id": self.topology.rb_identity,
         }  # fmt: skip
         values.update(changes)
         return Connection(**values)
@@ -167,7 +213,8 @@ class InteropLab:
         values: dict[str, object] = {
             "name": PEER, "interface": "ipsec1", "psk": PSK, "address": f"{RB_INNER}/30",
             "local_address": "dynamic" if self.topology.nat == "rb" else self.topology.rb_local,
-            "local_id": self.topology.rb_local, "remote_id": self.topology.sw_local,
+            "local_id": _rbipsec_id(self.topology.rb_identity),
+            "remote_id": _rbipsec_id(self.topology.sw_identity),
             "remote_address": self.topology.sw_seen if role is Role.INITIATOR else "dynamic",
         }  # fmt: skip
         values.update(peer)
@@ -211,16 +258,27 @@ class InteropLab:
         return self.netlab.ping("r", SW_INNER, count=count, interval=interval)
 
     def start_ping(self, interval: float = 0.05) -> PingRun:
-        return PingRun(self.netlab.start_ping("r", SW_INNER, interval=interval))
+        command = self.netlab_command("r", "ping", "-D", "-O", "-i", str(interval), "-W", "1",
+                                      SW_INNER)  # fmt: skip
+        return PingRun(subprocess.Popen(command, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True))  # fmt: skip
 
     @staticmethod
     def finish_ping(run: PingRun) -> PingRun:
-        run.sent, run.received = NetLab.finish_ping(run.process)
+        run.process.send_signal(signal.SIGINT)
+        run.output, _ = run.process.communicate(timeout=10)
+        match = re.search(r"(\d+) packets transmitted", run.output)
+        if match is None:
+            raise LabError(f"ping said: {run.output[-2000:]}")
+        run.sent = int(match[1])
         return run
+
+    def netlab_command(self, namespace: str, *args: str) -> list[str]:
+        return ["ip", "netns", "exec", self.netlab.namespaces[namespace], *args]
 
     @contextlib.contextmanager
     def pinging(self, interval: float = 0.05) -> Iterator[PingRun]:
-        """A continuous ping for the block; read `sent`/`received` after it."""
+        """A continuous ping for the block; read `sent`/`lost` after it."""
         run = self.start_ping(interval)
         try:
             time.sleep(0.3)
@@ -282,6 +340,13 @@ class InteropLab:
     def close(self) -> None:
         for charon in self.charons:
             charon.cleanup()
+        if self.wire is not None:
+            self.wire.close()
+
+
+def _rbipsec_id(identity: str) -> str:
+    """strongSwan's ID syntax to rbipsec's: names become `fqdn:NAME`."""
+    return identity if identity[0].isdigit() or ":" in identity else f"fqdn:{identity}"
 
 
 def check_established(lab: InteropLab, role: Role) -> tuple[dict[str, Any], IkeSaInfo]:
@@ -331,39 +396,6 @@ def simultaneously(*calls: Callable[[], object]) -> list[object]:
     return results
 
 
-@contextlib.contextmanager
-def ike_blocked(netlab: NetLab, namespace: str = "r") -> Iterator[None]:
-    """Drops IKE (UDP 500, and 4500 with the non-ESP marker) both ways in a namespace while
-    ESP keeps flowing: requests sent meanwhile are lost and retransmitted later, so two
-    requests triggered inside the block are sure to cross (a collision)."""
-    table = "rbinteropblock"
-    marker = "@th,64,32 0"  # the four zero octets after the UDP header (RFC 3948 2.2)
-    rules = (f"table inet {table} {{\n chain o {{ type filter hook output priority -200;\n"
-             f"  udp dport 500 drop\n  udp dport 4500 {marker} drop\n }}\n"
-             f" chain i {{ type filter hook input priority -200;\n"
-             f"  udp sport 500 drop\n  udp sport 4500 {marker} drop\n }}\n}}\n")  # fmt: skip
-    path = netlab.workdir / f"block-{namespace}.nft"
-    path.write_text(rules)
-    netlab.run(namespace, "nft", "-f", str(path))
-    try:
-        yield
-    finally:
-        netlab.run(namespace, "nft", "delete", "table", "inet", table, check=False)
-
-
-def charon_log_count(charon: Charon, pattern: str) -> int:
-    return len(re.findall(pattern, charon.log_text()))
-
-
-def stop_ping_now(run: PingRun) -> None:
-    if run.process.poll() is None:
-        run.process.send_signal(signal.SIGINT)
-
-
 FAST_RETRANSMIT = CharonSettings(retransmit_timeout=0.5, retransmit_base=1.4,
                                  retransmit_tries=2)  # fmt: skip
 """charon gives up on a silent peer after 0.5 + 0.7 + 0.98 s (strongSwan: about 165 s)."""
-
-
-def with_settings(base: CharonSettings, **changes: Any) -> CharonSettings:
-    return replace(base, **changes)

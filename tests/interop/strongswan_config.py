@@ -103,6 +103,7 @@ class CharonSettings:
             {
                 "path": str(instance_dir / "charon.log"),
                 "time_format": quote("%H:%M:%S"),
+                "time_add_ms": "yes",
                 "ike_name": "yes",
                 "flush_line": "yes",
                 "append": "yes",

@@ -1,0 +1,78 @@
+"""Child SA and IKE SA rekeying against strongSwan under a continuous ping: no loss.
+
+For each role of rbipsec and each side starting the rekeys: a Child SA rekey, an IKE SA
+rekey (the Child SA moves to the new IKE SA), then a Child SA rekey by the other side on
+the new IKE SA, which proves both derived the same keys.  After each step both sides must
+hold one IKE SA and one Child SA with mirrored SPIs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.integration.netlab import wait_until
+from tests.interop.rbipsec_lab import (
+    CHILD,
+    CONN,
+    PEER,
+    ROLE_IDS,
+    ROLES,
+    InteropLab,
+    Role,
+    check_established,
+    spis,
+)
+
+pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.strongswan]
+
+SIDES = ("rbipsec", "strongswan")
+
+
+def rekey_child(interop: InteropLab, side: str) -> None:
+    before = spis(interop.rb_peer())
+    if side == "rbipsec":
+        interop.rb.request("rekey", peer=PEER)
+    else:
+        interop.sw.rekey(child=CHILD)
+    wait_until(lambda: before.isdisjoint(spis(interop.rb_peer())), 10, f"{side}'s Child rekey")
+    interop.settled()
+
+
+def rekey_ike(interop: InteropLab, side: str) -> None:
+    before = _ike_spis(interop.rb_peer())
+    if side == "rbipsec":
+        interop.rb.request("rekey", peer=PEER, ike=True)
+    else:
+        interop.sw.rekey(ike=CONN)
+    wait_until(lambda: _ike_spis(interop.rb_peer()) not in (before, None), 10,
+               f"{side}'s IKE rekey")  # fmt: skip
+    interop.settled()
+
+
+def _ike_spis(peer: dict[str, Any]) -> tuple[str, str] | None:
+    ike = peer["ike_sa"]
+    return (ike["spi_i"], ike["spi_r"]) if ike else None
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("role", ROLES, ids=ROLE_IDS)
+def test_child_and_ike_rekey_under_ping_lose_nothing(
+    interop: InteropLab, role: Role, side: str
+) -> None:
+    interop.establish(role)
+    first, first_sa = check_established(interop, role)
+    other = SIDES[1 - SIDES.index(side)]
+    with interop.pinging() as ping:
+        rekey_child(interop, side)
+        rekey_ike(interop, side)
+        rekey_child(interop, other)
+    assert ping.sent > 30 and ping.lost == 0, ping.losses()
+
+    # the new IKE SA's initiator is whoever started the IKE rekey (RFC 7296 2.18)
+    peer, sa = check_established(interop, Role.INITIATOR if side == "rbipsec" else Role.RESPONDER)
+    assert _ike_spis(peer) != _ike_spis(first)
+    assert sa.uniqueid != first_sa.uniqueid  # charon made a new IKE_SA
+    assert spis(peer).isdisjoint(spis(first))
+    assert interop.rb.status()["daemon"]["engine_errors"] == 0
