@@ -146,7 +146,9 @@ def _strongswan_action(interop: InteropLab, action: str) -> Callable[[], object]
         return lambda: interop.sw.terminate_async(child=CHILD)
     if action == "delete-ike":
         return lambda: interop.sw.terminate_async(ike=CONN)
-    return lambda: interop.sw.rekey(**({"ike": CONN} if action == "ike" else {"child": CHILD}))
+    if action == "ike":
+        return lambda: interop.sw.rekey(ike=CONN)
+    return lambda: interop.sw.rekey(child=CHILD)
 
 
 @pytest.mark.parametrize("role", ROLES, ids=ROLE_IDS)
