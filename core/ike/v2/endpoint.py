@@ -191,6 +191,10 @@ class Ikev2Endpoint:
             return
         if header.exchange_type == ExchangeType.IKE_SA_INIT and not header.is_response \
                 and header.spi_r == bytes(8):
+            if not header.is_initiator:  # RFC 7296 3.1: the initiator sets the I flag
+                self._log("", "debug", f"dropped an IKE_SA_INIT request from {remote} "
+                          "without the I flag")
+                return
             if header.message_id != 0:  # RFC 7296 2.2: IKE_SA_INIT is message 0
                 self._log("", "debug", f"dropped an IKE_SA_INIT request from {remote} with "
                           f"message ID {header.message_id}")

@@ -286,6 +286,11 @@ class IkeSa:
         """An IKE message for this SA (non-ESP marker removed)."""
         if self.state == IkeState.DESTROYED:
             return
+        if len(data) > 19 and bool(data[19] & 0x08) == self.initiator:
+            # RFC 7296 3.1: only the original initiator sets the I flag; a message from
+            # the peer carrying our own role's flag is not the peer's.
+            self.log("debug", f"dropped a message from {remote} with the wrong I flag")
+            return
         try:
             header_response = bool(data[19] & 0x20) if len(data) > 19 else False
             message_id = int.from_bytes(data[20:24], "big") if len(data) >= 24 else -1

@@ -551,12 +551,6 @@ def test_ike_sa_init_request_with_a_nonzero_message_id_is_ignored() -> None:
     assert tunnel_problems(pair) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: the I flag of IKE_SA_INIT is not checked (endpoint.py routes any "
-    "IKE_SA_INIT request with a zero responder SPI to _receive_init_request; IkeInit.process "
-    "takes a response whatever its I flag)",
-)
 @pytest.mark.parametrize("direction", ["request", "response"])
 def test_ike_sa_init_with_the_wrong_initiator_flag_is_ignored(direction: str) -> None:
     """RFC 7296 3.1: the I flag MUST be set in messages from the original initiator and
