@@ -398,6 +398,14 @@ class Ikev2Endpoint:
             peer.local, peer.remote = sa.local, sa.remote
         others = [s for s in peer.sas if s is not sa and s.state != IkeState.DESTROYED]
         for other in others:
+            if other.initiator and other.state == IkeState.CONNECTING and other.keys is None:
+                # Our own initiation has not got past IKE_SA_INIT (its first packet was
+                # lost, say) and the peer's came through: drop ours rather than build a
+                # duplicate.  Past IKE_SA_INIT both continue and the duplicate rule below
+                # settles it the same way on both ends.
+                other.destroy(DownReason.REPLACED, now, detail="the peer's IKE SA came up")
+                self._collect(other, now)
+                continue
             stale = other.established_at is not None and other.established_at < sa.created_at
             if sa.initial_contact_received and stale:
                 # The peer restarted (INITIAL_CONTACT): its old SAs are gone there.

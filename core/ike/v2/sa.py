@@ -575,14 +575,15 @@ class IkeSa:
         if child not in self.children:
             return
         self.children.remove(child)
-        self.events.append(ChildSaDeleted(self.name, child.spi_in, child.spi_out, reason))
-        # Successors waiting for this SA to go may now send (make-before-break).
+        # Successors waiting for this SA to go may now send: their outbound SA goes in
+        # before the old one comes out (make before break).
         for successor in self.children:
             if successor.replaces is child:
                 successor.replaces = None
                 if not successor.outbound_installed and not successor.redundant:
                     successor.outbound_installed = True
                     self.events.append(ChildSaOutboundReady(self.name, successor.spi_in))
+        self.events.append(ChildSaDeleted(self.name, child.spi_in, child.spi_out, reason))
 
     # ------------------------------------------------------------------ teardown ----
     def destroy(self, reason: DownReason, now: float, *, detail: str = "",

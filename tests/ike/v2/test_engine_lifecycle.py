@@ -76,12 +76,14 @@ def test_child_rekey_by_lifetime_is_make_before_break() -> None:
     installs = pair.a.of(ChildSaInstalled)
     assert len(installs) >= 2
     assert_consistent(pair)
-    # The responder of the rekey got its outbound SA only after the old one went.
+    # The responder of the rekey got its outbound SA only when the old one went, and
+    # before the old one's removal (make before break).
     responder = pair.a if pair.b.of(ChildSaInstalled)[-1].outbound else pair.b
     events = responder.events
     ready = next(i for i, e in enumerate(events) if isinstance(e, ChildSaOutboundReady))
     deleted = next(i for i, e in enumerate(events) if isinstance(e, ChildSaDeleted))
-    assert deleted < ready
+    assert ready < deleted
+    assert ready == deleted - 1
 
 
 def test_child_rekey_on_command_with_pfs() -> None:
@@ -375,3 +377,20 @@ def test_ike_delete_crossing_an_ike_rekey(seed: int) -> None:
     a, b = live_children(pair.a), live_children(pair.b)
     assert {(o, i) for i, o in a} == b and len(a) <= 1
     assert pair.b.of(IkeSaDown)[0].reason == DownReason.DELETED_BY_US
+
+
+def test_a_lost_first_packet_does_not_build_a_duplicate_ike_sa() -> None:
+    """A's first IKE_SA_INIT is lost and B initiates meanwhile: when B's SA comes up, A
+    drops its own half-done initiation instead of building a second SA later."""
+    p = policy()
+    pair = Pair(p, mirror(p), seed=1)
+    pair.drop = lambda side, data: side is pair.a and len(pair.a.sent) == 1
+    pair.a.endpoint.connect("peer", Address(A_ADDR, 500), Address(B_ADDR, 500), pair.now)
+    pair.deliver()
+    pair.b.endpoint.connect("peer", Address(B_ADDR, 500), Address(A_ADDR, 500), pair.now)
+    pair.deliver()
+    pair.drop = lambda side, data: False
+    pair.advance(60)
+    assert len(pair.a.of(ChildSaInstalled)) == 1 and len(pair.b.of(ChildSaInstalled)) == 1
+    assert not pair.a.of(ChildSaDeleted) and not pair.b.of(ChildSaDeleted)
+    assert_consistent(pair)
