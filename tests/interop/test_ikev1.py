@@ -1,0 +1,172 @@
+"""IKEv1 against strongSwan: main mode, aggressive mode with FQDN IDs, quick mode rekeys
+under ping, RFC 3706 DPD and NAT-T, rbipsec in both roles.
+
+As responder in main mode rbipsec is passive with charon's fixed address (main mode
+identifies peers by address, so a "dynamic" peer needs aggressive mode); in aggressive
+mode it waits for a "dynamic" peer identified by its FQDN.  Each test skips while the
+daemon does not drive the IKEv1 engine yet (its status then says so).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.integration.netlab import wait_until
+from tests.interop.rbipsec_lab import (
+    CHILD,
+    CONN,
+    PEER,
+    ROLE_IDS,
+    ROLES,
+    InteropLab,
+    Role,
+    check_established,
+    spis,
+)
+
+pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.strongswan]
+
+IKE, ESP = "aes256-sha256-modp2048", "aes256-sha256"
+IKE_SEEN = "AES_CBC_256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048"
+ESP_SEEN = "AES_CBC_256/HMAC_SHA2_256_128"
+NOT_WIRED = "IKEv1 is not available"
+FQDN_RB, FQDN_SW = "rb.example.net", "sw.example.net"
+
+
+Settings = dict[str, Any]
+_wired: list[bool] = []  # the first test's finding, so that the others skip at once
+
+
+def _settings(interop: InteropLab, role: Role, aggressive: bool) -> tuple[Settings, Settings]:
+    """(rbipsec's peer settings, charon's connection settings) for IKEv1."""
+    peer: dict[str, Any] = {"ike_version": 1, "ike_proposals": [IKE], "esp_proposals": [ESP],
+                            "dpd_interval": 2, "dpd_retries": 1}  # fmt: skip
+    connection: dict[str, Any] = {"version": 1, "proposals": (IKE,),
+                                  "child": {"esp_proposals": (ESP,)}}  # fmt: skip
+    if aggressive:
+        peer.update(exchange_mode="aggressive", local_id=f"fqdn:{FQDN_RB}",
+                    remote_id=f"fqdn:{FQDN_SW}")  # fmt: skip
+        connection.update(aggressive=True, local_id=FQDN_SW, remote_id=FQDN_RB)
+    elif role is Role.RESPONDER:
+        peer.update(passive=True, remote_address=interop.topology.sw_seen)
+    return peer, connection
+
+
+def establish_v1(interop: InteropLab, role: Role, aggressive: bool,
+                 connection_extra: Settings | None = None) -> None:  # fmt: skip
+    _skip_unless_wired(None)
+    peer, connection = _settings(interop, role, aggressive)
+    connection.update(connection_extra or {})
+    interop.start_charon(interop.connection(role, **connection))
+    interop.start_rbipsec(role, **peer)
+    _skip_unless_wired(interop)
+    if role is Role.RESPONDER:
+        wait_until(lambda: interop.rb.state(PEER) == "waiting", 10, "rbipsec to wait")
+        interop.sw.initiate(CHILD)
+    interop.rb.wait_up(PEER)
+    interop.sw.wait_child_installed(CHILD)
+
+
+def _skip_unless_wired(interop: InteropLab | None) -> None:
+    """Skips while the daemon refuses IKEv1 peers (it says so in the peer's status)."""
+    if interop is not None and not _wired:
+        time.sleep(0.2)
+        _wired.append(NOT_WIRED not in interop.rb_error())
+    if _wired and not _wired[0]:
+        pytest.skip("IKEv1 not wired into the daemon yet")
+
+
+def _check_v1(interop: InteropLab, role: Role) -> tuple[dict[str, Any], Any]:
+    assert interop.ping() == (3, 3)
+    peer, sa = check_established(interop, role)
+    (child,) = sa.children
+    assert (sa.version, sa.proposal, child.proposal) == (1, IKE_SEEN, ESP_SEEN)
+    assert peer["ike_version"] == 1
+    return peer, sa
+
+
+@pytest.mark.parametrize("role", ROLES, ids=ROLE_IDS)
+def test_main_mode(interop: InteropLab, role: Role) -> None:
+    establish_v1(interop, role, aggressive=False)
+    peer, sa = _check_v1(interop, role)
+    assert peer["exchange_mode"] == "main"
+    assert sa.local_id == interop.topology.sw_local and sa.remote_id == interop.topology.rb_local
+
+
+@pytest.mark.parametrize("role", ROLES, ids=ROLE_IDS)
+def test_aggressive_mode_with_fqdn_ids(interop: InteropLab, role: Role) -> None:
+    establish_v1(interop, role, aggressive=True)
+    peer, sa = _check_v1(interop, role)
+    assert peer["exchange_mode"] == "aggressive"
+    assert (sa.local_id, sa.remote_id) == (FQDN_SW, FQDN_RB)
+    assert peer["ike_sa"]["peer_id"] == FQDN_SW
+
+
+@pytest.mark.parametrize("role", ROLES, ids=ROLE_IDS)
+def test_quick_mode_rekeys_under_ping_lose_nothing(interop: InteropLab, role: Role) -> None:
+    # as responder: aggressive mode with a dynamic peer (a passive peer does not rekey)
+    establish_v1(interop, role, aggressive=role is Role.RESPONDER)
+    _check_v1(interop, role)
+    with interop.pinging() as ping:
+        for side in ("rbipsec", "strongswan"):
+            before = spis(interop.rb_peer())
+            if side == "rbipsec":
+                interop.rb.request("rekey", peer=PEER)
+            else:
+                interop.sw.rekey(child=CHILD)
+            wait_until(lambda: before.isdisjoint(spis(interop.rb_peer())), 10,  # noqa: B023
+                       f"{side}'s quick mode rekey")  # fmt: skip
+            interop.settled(strict=False)
+    assert ping.lost == 0, ping.losses()
+
+
+@pytest.mark.parametrize("role", ROLES, ids=ROLE_IDS)
+def test_rfc3706_dpd_both_ways(interop: InteropLab, role: Role) -> None:
+    aggressive = role is Role.RESPONDER
+    establish_v1(interop, role, aggressive, {"dpd_delay": 2, "dpd_timeout": 4,
+                                             "child": {"esp_proposals": (ESP,),
+                                                       "dpd_action": "clear"}})  # fmt: skip
+    _check_v1(interop, role)
+    time.sleep(2.5)  # both sides exchanged R-U-THERE / R-U-THERE-ACK by now
+    assert interop.rb_peer()["dpd"]["state"] == "ok"
+    interop.rb.kill()
+    wait_until(lambda: interop.sw.list_sas(CONN) == [], 12, "charon's DPD to drop rbipsec")
+    interop.rb.start()
+    if role is Role.RESPONDER:
+        wait_until(lambda: interop.rb.state(PEER) == "waiting", 10, "rbipsec to wait")
+        interop.sw.initiate(CHILD)
+    interop.rb.wait_up(PEER, timeout=20)
+    _check_v1(interop, role)
+
+    interop.sw.kill()
+    wait_until(lambda: interop.rb_peer()["dpd"]["state"] == "dead", 15, "rbipsec's DPD")
+    assert not interop.rb_peer()["link_up"]
+
+
+@pytest.mark.parametrize("interop_nat", ["rb", "sw"], ids=["rbipsec-inside", "strongswan-inside"],
+                         indirect=True)  # fmt: skip
+def test_nat_traversal_through_a_masquerading_router(interop_nat: InteropLab) -> None:
+    _skip_unless_wired(None)
+    lab = interop_nat
+    inside = lab.topology.nat
+    role = Role.INITIATOR if inside == "rb" else Role.RESPONDER
+    peer, connection = _settings(lab, role, aggressive=True)
+    # the NAT topology's own FQDN identities
+    peer.update(local_id=f"fqdn:{lab.topology.rb_id}", remote_id=f"fqdn:{lab.topology.sw_id}")
+    connection.update(local_id=lab.topology.sw_id, remote_id=lab.topology.rb_id)
+    lab.start_charon(lab.connection(role, **connection))
+    lab.start_rbipsec(role, **peer)
+    _skip_unless_wired(lab)
+    if role is Role.RESPONDER:
+        wait_until(lambda: lab.rb.state(PEER) == "waiting", 10, "rbipsec to wait")
+        lab.sw.initiate(CHILD)
+    lab.rb.wait_up(PEER)
+    status, sa = _check_v1(lab, role)
+    assert status["nat"]["in_use"] and sa.raw.get("nat-any") == "yes"
+    if inside == "rb":
+        assert status["nat"]["local_behind_nat"] and sa.raw.get("nat-remote") == "yes"
+    else:
+        assert status["nat"]["remote_behind_nat"] and sa.raw.get("nat-local") == "yes"
