@@ -18,12 +18,11 @@ from typing import TextIO
 
 from core.config import DEFAULT_SOCKET, Config, DataplaneChoice, PeerConfig, load
 from core.config.fields import NAME_PATTERN
-from core.errors import ConfigError, NotAvailableError, UsageError
+from core.errors import ConfigError, UsageError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2  # also config problems
-EXIT_NOT_AVAILABLE = 3
 
 DEFAULT_CONFIG_PATHS = (Path("config.toml"), Path("/etc/rbipsec/config.toml"))
 
@@ -83,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rbipsec",
         description="Route-based IPsec for Linux: one interface per peer, IKEv1/IKEv2.",
-        epilog="Exit codes: 0 ok, 1 error, 2 usage or config problems, 3 not available yet.",
+        epilog="Exit codes: 0 ok, 1 error (e.g. no daemon running), 2 usage or config problems.",
     )
     parser.add_argument("--version", action="version", version=f"rbipsec {_version()}")
     _add_locators(parser, None)
@@ -287,9 +286,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return handler(args)
-    except NotAvailableError as error:
-        print(error, file=sys.stderr)
-        return EXIT_NOT_AVAILABLE
     except ConfigError as error:
         for line in error.problems:
             print(line, file=sys.stderr)

@@ -33,9 +33,5 @@ class ConfigError(UsageError):
         self.problems = problems
 
 
-class NotAvailableError(UsageError):
-    """A command exists but its implementation has not landed yet."""
-
-
 class IntegrityError(PeerError):
     """An ICV or HMAC did not verify (wrong keys, tampering, corruption)."""

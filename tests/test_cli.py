@@ -1,4 +1,4 @@
-"""The rbipsec command line: help for every command, check, and the not-yet commands."""
+"""The rbipsec command line: help for every command, check, and clients without a daemon."""
 
 from __future__ import annotations
 
@@ -13,15 +13,13 @@ from core.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ["check", "daemon", "status", "up", "down", "rekey", "reload", "console"]
-NOT_YET = [
-    (["daemon"], "rbipsec daemon: not available yet"),
-    (["console"], "rbipsec console: not available yet"),
-    (["status"], "rbipsec status: not available yet"),
-    (["status", "--json"], "rbipsec status: not available yet"),
-    (["up", "branch1"], "rbipsec up branch1: not available yet"),
-    (["down", "branch1"], "rbipsec down branch1: not available yet"),
-    (["rekey", "branch1"], "rbipsec rekey branch1: not available yet"),
-    (["reload"], "rbipsec reload: not available yet"),
+NO_DAEMON = [
+    ["status"],
+    ["status", "--json"],
+    ["up", "branch1"],
+    ["down", "branch1"],
+    ["rekey", "branch1"],
+    ["reload"],
 ]
 
 
@@ -59,15 +57,25 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("rbipsec ")
 
 
-@pytest.mark.parametrize(("argv", "message"), NOT_YET, ids=[" ".join(a) for a, _m in NOT_YET])
-def test_commands_not_yet_available_exit_3(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("argv", NO_DAEMON, ids=" ".join)
+def test_client_commands_without_a_daemon_say_so(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(argv) == 3
+    assert main([*argv, "--socket", "/tmp/rbipsec-test-absent.sock"]) == 1
     captured = capsys.readouterr()
-    assert captured.err.startswith(message)
+    assert captured.err.startswith("rbipsec: the rbipsec daemon is not running")
+    assert "/tmp/rbipsec-test-absent.sock" in captured.err
     assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
     assert captured.out == ""
+
+
+def test_daemon_without_a_config_says_where_it_looked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["daemon"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rbipsec daemon: no config file found")
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_client_commands_find_the_socket(
@@ -75,16 +83,16 @@ def test_client_commands_find_the_socket(
 ) -> None:
     config = tmp_path / "other.toml"
     config.write_text('[global]\nsocket = "/tmp/rb-test.sock"\n')
-    assert main(["status", "-c", str(config)]) == 3
+    assert main(["status", "-c", str(config)]) == 1
     assert "/tmp/rb-test.sock" in capsys.readouterr().err
-    assert main(["-c", str(config), "reload"]) == 3  # -c before the command works too
+    assert main(["-c", str(config), "reload"]) == 1  # -c before the command works too
     assert "/tmp/rb-test.sock" in capsys.readouterr().err
-    assert main(["up", "b1", "-c", str(config), "--socket", "/tmp/explicit.sock"]) == 3
+    assert main(["up", "b1", "-c", str(config), "--socket", "/tmp/explicit.sock"]) == 1
     assert "/tmp/explicit.sock" in capsys.readouterr().err
-    assert main(["down", "b1"]) == 3  # no config anywhere: the default socket
+    assert main(["down", "b1"]) == 1  # no config anywhere: the default socket
     assert "/run/rbipsec/control.sock" in capsys.readouterr().err
     Path("config.toml").write_text('[global]\nsocket = "/tmp/from-cwd.sock"\n')
-    assert main(["rekey", "b1"]) == 3
+    assert main(["rekey", "b1"]) == 1
     assert "/tmp/from-cwd.sock" in capsys.readouterr().err
 
 
