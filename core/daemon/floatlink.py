@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,7 @@ class PeerFloatLink:
         backoff: tuple[float, ...] = BACKOFF,
     ) -> None:
         assert peer.float_link is not None, "a float link needs the peer's float_link"
+        self.peer = peer
         self.peer_name = peer.name
         self.config: FloatLink = peer.float_link
         self.publishes = peer.local_address is not DYNAMIC
@@ -266,6 +268,58 @@ class PeerFloatLink:
             "next_resolve_in": _until(self._next_resolve, now) if self.resolves else None,
             "last_error": _failure_json(self.last_error, now),
         }
+
+
+class AddressWatcher:
+    """Calls `on_change()` when an address is added to or removed from any interface of
+    this network namespace (rtnetlink RTM_NEWADDR/RTM_DELADDR), at most once per `settle`
+    seconds: re-addressing a link is a burst of events.
+
+    A plain non-blocking netlink socket read by the event loop: the messages are not
+    parsed, since any of them means "look at the routes again".
+    """
+
+    GROUPS = 0x10 | 0x100  # RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
+
+    def __init__(self, on_change: Callable[[], None], settle: float = 0.5) -> None:
+        self._on_change = on_change
+        self._settle = settle
+        self._socket: socket.socket | None = None
+        self._pending: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        sock.bind((0, self.GROUPS))
+        sock.setblocking(False)
+        self._socket = sock
+        self._loop.add_reader(sock.fileno(), self._readable)
+
+    def stop(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        if self._socket is not None and self._loop is not None:
+            self._loop.remove_reader(self._socket.fileno())
+            self._socket.close()
+        self._socket = None
+
+    def _readable(self) -> None:
+        assert self._socket is not None and self._loop is not None
+        try:
+            while self._socket.recv(65536):
+                pass
+        except BlockingIOError:
+            pass
+        except OSError as error:  # ENOBUFS: events were lost; look anyway
+            log.debug("address events: %s", error)
+        if self._pending is None:
+            self._pending = self._loop.call_later(self._settle, self._fire)
+
+    def _fire(self) -> None:
+        self._pending = None
+        self._on_change()
 
 
 def _fixed(address: object) -> IPAddress | None:

@@ -25,10 +25,12 @@ from typing import Any
 
 from core.config import Config, DataplaneChoice, PeerConfig, diff, load
 from core.config.diff import PeerChange
+from core.config.schema import FLOAT
 from core.crypto.random import RandomSource, SystemRandomSource
 from core.daemon import probe
 from core.daemon.bus import EventBus, Subscription, engine_event_json
-from core.daemon.netinfo import NetInfo, SystemNetInfo
+from core.daemon.floatlink import AddressWatcher, PeerFloatLink
+from core.daemon.netinfo import NetInfo, NetInfoError, SystemNetInfo
 from core.daemon.peers import Glue, PeerRuntime
 from core.daemon.policy import peer_policy
 from core.daemon.reactions import apply_event, event_peer
@@ -64,6 +66,8 @@ RESOLVE_INTERVAL = 60.0  # seconds between look-ups of remote host names (float 
 INTERFACE_KEYS = frozenset({"mtu", "address", "tcp_mss", "routes"})
 RESTART_KEYS = ("socket", "dataplane")  # [global] keys that only a restart applies
 _SA_EVENTS = (ChildSaInstalled, ChildSaOutboundReady, ChildSaDeleted)
+# An IKE SA down for these reasons makes a float link look the peer up again at once.
+_PEER_GONE = (DownReason.PEER_DEAD, DownReason.TIMEOUT)
 
 
 class Daemon:
@@ -105,6 +109,8 @@ class Daemon:
         self._stopping = False
         self._enabling = False
         self._ordered_batches = 0  # queued batches whose datagrams must keep their order
+        self._float_links: dict[str, PeerFloatLink] = {}
+        self._address_watcher: AddressWatcher | None = None
 
     # ------------------------------------------------------------------ lifecycle ---
     @property
@@ -201,6 +207,7 @@ class Daemon:
             if peer.policy is not None and peer.remote_ip is not None:
                 self._guard(partial(self._connect, peer))
         self._pump()
+        await self._sync_float_links()
         log.info("route-based IPsec is enabled: %d peers", len(self.peers))
 
     async def _disable(self) -> None:
@@ -221,6 +228,7 @@ class Daemon:
         if self._timer is not None:
             self._timer.cancel()
         self.engine = None
+        await self._sync_float_links()  # stops them all
         if self.transport is not None:
             self.transport.close()
             self.transport = None
@@ -310,6 +318,9 @@ class Daemon:
             for peer, event in batch:
                 if peer is not None and isinstance(event, IkeSaDown):
                     self._after_ike_down(peer, event)
+                    link = self._float_links.get(peer.name)
+                    if link is not None and event.reason in _PEER_GONE:
+                        link.peer_dead()
         if self._timer is not None:
             self._timer.schedule(engine.next_timer())
 
@@ -465,6 +476,13 @@ class Daemon:
         remote: IPAddress | None = None
         if isinstance(remote_setting, ipaddress.IPv4Address | ipaddress.IPv6Address):
             remote = remote_setting
+        elif remote_setting is FLOAT:
+            link = self._float_links.get(config.name)
+            remote = link.resolved_address if link is not None else None
+            if remote is None:
+                assert config.float_link is not None
+                name = config.float_link.peer_name
+                raise NetInfoError(f"{name} is not resolved yet (float link)")
         elif isinstance(remote_setting, str):
             family = (
                 None
@@ -474,6 +492,8 @@ class Daemon:
             remote = await self.netinfo.resolve(remote_setting, family)
         if local is None and remote is not None:
             local = await self.netinfo.route_source(remote)
+        elif local is None and config.local_floats and config.float_link is not None:
+            local = await self.netinfo.route_source(config.float_link.server)
         return local, remote
 
     def _retry_setups(self) -> None:
@@ -502,6 +522,71 @@ class Daemon:
                 log.info("peer %s: %s moved from %s to %s: re-establishing",
                          peer.name, remote, peer.remote_ip, address,
                          extra={"peer": peer.name})  # fmt: skip
+                self._stop_ike(peer)
+                await self._start_ike(peer)
+
+    # ------------------------------------------------------------------ float links -
+    async def _sync_float_links(self) -> None:
+        """One running float link per enabled peer with `float_link` while IPsec is on."""
+        wanted = {
+            p.name: p.config
+            for p in self.peers.values()
+            if p.config.float_link is not None and p.config.enabled and self.engine is not None
+        }
+        for name, link in list(self._float_links.items()):
+            if wanted.get(name) != link.peer:
+                del self._float_links[name]
+                await link.stop()
+        for name, config in wanted.items():
+            if name not in self._float_links:
+                link = PeerFloatLink(config, route_source=self.netinfo.route_source,
+                                     on_peer_moved=partial(self._on_float_moved, name))  # fmt: skip
+                self._float_links[name] = link
+                link.start()
+        if self._float_links and self._address_watcher is None:
+            self._address_watcher = AddressWatcher(lambda: self._post(self._follow_local_addresses))
+            self._address_watcher.start()
+        elif not self._float_links and self._address_watcher is not None:
+            self._address_watcher.stop()
+            self._address_watcher = None
+
+    def _on_float_moved(self, name: str, _old: IPAddress | None, _new: IPAddress) -> None:
+        self._post(partial(self._follow_float, name))
+
+    async def _follow_float(self, name: str) -> None:
+        """The float link found the peer at a new address: (re-)establish toward it, with
+        INITIAL_CONTACT, after removing the SAs toward the old one."""
+        peer, link = self.peers.get(name), self._float_links.get(name)
+        if peer is None or link is None or self.engine is None or not peer.config.remote_floats:
+            return
+        address = link.resolved_address
+        if address is None or not peer.wanted_up or not peer.config.enabled:
+            return
+        if peer.policy is not None:
+            if address == peer.remote_ip:
+                return
+            log.info("peer %s: float link: moved from %s to %s: re-establishing", peer.name,
+                     peer.remote_ip, address, extra={"peer": peer.name})  # fmt: skip
+            self._stop_ike(peer)
+        await self._start_ike(peer)
+
+    async def _follow_local_addresses(self) -> None:
+        """An address changed on this host: float peers whose IKE source moved publish the
+        new one and re-establish from it."""
+        for name, link in list(self._float_links.items()):
+            peer = self.peers.get(name)
+            float_link = peer.config.float_link if peer is not None else None
+            if peer is None or float_link is None or not peer.config.local_floats:
+                continue
+            try:
+                local = await self.netinfo.route_source(peer.remote_ip or float_link.server)
+            except OSError as error:
+                log.warning("peer %s: no local address: %s", name, error)
+                continue
+            link.local_address_changed(local)
+            if peer.policy is not None and peer.local_ip is not None and local != peer.local_ip:
+                log.info("peer %s: local address moved from %s to %s: re-establishing", name,
+                         peer.local_ip, local, extra={"peer": name})  # fmt: skip
                 self._stop_ike(peer)
                 await self._start_ike(peer)
 
@@ -631,6 +716,9 @@ class Daemon:
             )
             for peer in peers
         ]
+        for entry in entries:
+            link = self._float_links.get(entry["name"])
+            entry["float_link"] = link.status() if link is not None else None
         return {
             "daemon": {
                 "pid": os.getpid(),
@@ -699,6 +787,7 @@ class Daemon:
                 if "unnumbered_source" in changes.global_keys:
                     await self._refresh_borrowed()
             self.peers = {p.name: self.peers[p.name] for p in new.peers if p.name in self.peers}
+            await self._sync_float_links()
             log.info(
                 "config reloaded: %d added, %d removed, %d changed, %d unchanged",
                 len(changes.added), len(changes.removed), len(changes.changed),
