@@ -118,3 +118,41 @@ def test_nothing_to_show_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setattr("core.cli.DEFAULT_SOCKET", str(tmp_path / "none.sock"))
     with pytest.raises(UsageError, match="--demo"):
         build_source(argparse.Namespace(connect=None, config=None))
+
+
+async def test_attached_console_survives_the_daemon_going_away_and_coming_back(
+    make_app: AppFactory, config_path: Path
+) -> None:
+    socket_path = str(config_path.parent / "control.sock")
+    daemon = EmbeddedSource(load(config_path))
+    await daemon.start()
+    app = make_app(SocketSource(socket_path))
+    async with app.run_test(size=(160, 30)) as pilot:
+        await settle(pilot)
+        banner = app.screen.query_one("LinkBanner")
+        assert app.screen.query_one(TunnelTable).row_count == 2
+        await daemon.close()
+        for _ in range(150):
+            await pilot.pause(0.02)
+            if banner.has_class("-lost"):
+                break
+        assert banner.has_class("-lost")
+        assert "not running" in str(banner.render()) or "closed" in str(banner.render())
+        assert app.screen.query_one(TunnelTable).row_count == 2
+        again = EmbeddedSource(load(config_path))
+        await again.start()
+        try:
+            for _ in range(300):
+                await pilot.pause(0.05)
+                if not banner.has_class("-lost"):
+                    break
+            assert not banner.has_class("-lost"), "the console did not reconnect"
+            events_before = len(app.events)
+            again.daemon.bus.publish("Log", level="info", peer="alpha", message="after restart")
+            for _ in range(100):
+                await pilot.pause(0.05)
+                if len(app.events) > events_before:
+                    break
+            assert any(record.text == "after restart" for record in app.events)
+        finally:
+            await again.close()

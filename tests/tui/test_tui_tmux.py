@@ -122,23 +122,23 @@ def test_demo_in_a_real_terminal_shows_tunnels_and_cleans_up(
     terminal = Terminal(f"rbtui-demo-{time.monotonic_ns() % 10**6}", command, 120, 30)
     terminals.append(terminal)
     started = time.monotonic()
-    screen = terminal.wait_for("▲ 4 up", 45)
+    screen = terminal.wait_for("▲ 4 up", 60)
     seconds = time.monotonic() - started
     assert "4/64 peers" in screen and "embedded core" in screen
     for name in ("branch", "hq", "kiosk", "shop"):
         assert name in screen
     terminal.keys("Down", "Enter")
-    screen = terminal.wait_for("installed", 10)
+    screen = terminal.wait_for("installed", 20)
     assert "Child SAs" in screen and "established" in screen
     terminal.keys("Escape")
-    terminal.wait_for("4/64 peers", 10)
+    terminal.wait_for("4/64 peers", 20)
     terminal.keys("?")
-    terminal.wait_for("Dashboard", 10)
+    terminal.wait_for("Dashboard", 20)
     terminal.keys("Escape")
-    terminal.wait_for("4/64 peers", 10)
+    terminal.wait_for("4/64 peers", 20)
     terminal.keys("q")
-    terminal.wait_for("EXIT=0", 30)
+    terminal.wait_for("EXIT=0", 60)
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert PREFIX not in listing, f"namespaces left behind:\n{listing}"
     assert not list(Path("/tmp").glob(PREFIX + "*")), "work directory left behind"
-    assert seconds < 45
+    assert seconds < 60
