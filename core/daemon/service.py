@@ -41,6 +41,7 @@ from core.dataplane.api import Dataplane, DataplaneError
 from core.dataplane.model import DataplaneEvent, Direction, ExpiryKind, SaExpired
 from core.errors import ConfigError, UsageError
 from core.ike.constants import NAT_KEEPALIVE, NAT_T_PORT, NON_ESP_MARKER
+from core.ike.engines import IkeEngines
 from core.ike.events import (
     Address,
     ChildSaDeleted,
@@ -52,7 +53,6 @@ from core.ike.events import (
     LogMessage,
 )
 from core.ike.policy import Timing
-from core.ike.v2.endpoint import Ikev2Endpoint
 from core.ike.v2.sa import Datagram
 from core.ike.v2.state import IkeState
 
@@ -85,7 +85,7 @@ class Daemon:
         self.config = config
         self.bus = EventBus()
         self.peers: dict[str, PeerRuntime] = {p.name: PeerRuntime(p) for p in config.peers}
-        self.engine: Ikev2Endpoint | None = None
+        self.engine: IkeEngines | None = None
         self.dataplane: Dataplane | None = None
         self.dataplane_reason = ""
         self._injected_dataplane = dataplane
@@ -177,7 +177,7 @@ class Daemon:
         log.info("dataplane: %s (%s)", self.dataplane.name, self.dataplane_reason)
         await self.dataplane.start(self._on_dataplane_event)
         self._glue = Glue(self.dataplane)
-        self.engine = Ikev2Endpoint([], self._rng)
+        self.engine = IkeEngines([], self._rng)
         self._timer = DeadlineTimer(self.loop, self._on_timer)
         # Interfaces are created by the worker while IKE runs: a Child SA's installation
         # queues behind its interface.  Every peer is known to the engine before the
@@ -423,8 +423,6 @@ class Daemon:
         engine = self.engine
         if engine is None or peer.policy is not None:
             return None
-        if peer.config.ike_version != 2:
-            return self._setup_failed(peer, "IKEv1 is not available in this build yet")
         try:
             local, remote = await self._addresses(peer.config)
             policy = peer_policy(peer.config, local=local, remote=remote, timing=self._timing)
@@ -644,7 +642,7 @@ class Daemon:
             raise UsageError(f"unknown peer {name!r} (configured: {known})")
         return peer
 
-    def _usable_peer(self, name: str) -> tuple[PeerRuntime, Ikev2Endpoint]:
+    def _usable_peer(self, name: str) -> tuple[PeerRuntime, IkeEngines]:
         peer = self.peer(name)
         if self.engine is None and self._enabling:
             raise UsageError("the daemon is still starting; try again in a moment")

@@ -20,8 +20,9 @@ from core.daemon.bus import address_json, esp_spi
 from core.daemon.peers import PeerRuntime
 from core.daemon.timers import iso_time
 from core.dataplane.model import InterfaceCounters, SaCounters
+from core.ike.engines import AnySa
+from core.ike.v1.child import ChildSa as IpsecSa
 from core.ike.v2.child import ChildSa
-from core.ike.v2.sa import IkeSa
 from core.ike.v2.state import IkeState
 from core.ike.v2.ts import describe
 
@@ -56,7 +57,7 @@ class Clock:
         return round(self.now - instant, 3) if instant is not None else None
 
 
-def peer_state(peer: PeerRuntime, sa: IkeSa | None, enabled: bool) -> str:
+def peer_state(peer: PeerRuntime, sa: AnySa | None, enabled: bool) -> str:
     if not enabled or not peer.config.enabled:
         return "disabled"
     if not peer.wanted_up:
@@ -74,7 +75,7 @@ def peer_state(peer: PeerRuntime, sa: IkeSa | None, enabled: bool) -> str:
 
 def peer_status(
     peer: PeerRuntime,
-    sa: IkeSa | None,
+    sa: AnySa | None,
     counters: PeerCounters,
     clock: Clock,
     *,
@@ -142,7 +143,7 @@ def _configured(address: object) -> JsonDict:
     return {"address": str(address), "port": None}
 
 
-def _ike_json(sa: IkeSa, clock: Clock) -> JsonDict:
+def _ike_json(sa: AnySa, clock: Clock) -> JsonDict:
     established = sa.established_at
     return {
         "state": sa.state.value,
@@ -160,7 +161,7 @@ def _ike_json(sa: IkeSa, clock: Clock) -> JsonDict:
     }
 
 
-def _child_json(child: ChildSa, counters: PeerCounters, clock: Clock) -> JsonDict:
+def _child_json(child: ChildSa | IpsecSa, counters: PeerCounters, clock: Clock) -> JsonDict:
     sa_in = counters.sa_in.get(child.spi_in, SaCounters())
     sa_out = counters.sa_out.get(child.spi_out, SaCounters())
     expire = child.expire_at if child.expire_at != float("inf") else None
@@ -189,7 +190,7 @@ def _child_json(child: ChildSa, counters: PeerCounters, clock: Clock) -> JsonDic
     }
 
 
-def _dpd_json(peer: PeerRuntime, sa: IkeSa | None, clock: Clock) -> JsonDict:
+def _dpd_json(peer: PeerRuntime, sa: AnySa | None, clock: Clock) -> JsonDict:
     config = peer.config
     enabled = config.dpd_interval > 0 and not config.passive
     if not enabled:

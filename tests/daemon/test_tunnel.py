@@ -285,3 +285,37 @@ def test_inbound_esp_is_reported_to_the_engine(tmp_path: Path) -> None:
             await lab.stop()
 
     asyncio.run(scenario())
+
+
+def test_ikev1_peer_comes_up_through_the_daemon(tmp_path: Path) -> None:
+    """IKEv1 main mode between two daemons: same interface, SAs and status as IKEv2."""
+    v1 = {
+        "ike_version": 1,
+        "exchange_mode": "main",
+        "ike_proposals": ["aes256-sha256-modp2048"],
+        "esp_proposals": ["aes256-sha256"],
+    }
+
+    async def scenario() -> None:
+        lab, a, b = _pair(tmp_path, a_extra=v1, b_extra=v1)
+        await lab.start()
+        try:
+            await wait_for(
+                lambda: state(a.daemon, "tob") == "up" and state(b.daemon, "toa") == "up",
+                what="both up over IKEv1",
+            )
+            await settle(a.daemon)
+            await settle(b.daemon)
+            sas_a, sas_b = _sas(a), _sas(b)
+            assert len(sas_a) == 2 and len(sas_b) == 2
+            (out_a,) = [spi for spi, d in sas_a if d is Direction.OUT]
+            assert sas_a[(out_a, Direction.OUT)] == sas_b[(out_a, Direction.IN)]
+            status = await a.daemon.status("tob")
+            (peer,) = status["peers"]
+            assert peer["ike_version"] == 1 and peer["exchange_mode"] == "main"
+            assert peer["ike_sa"]["algorithms"]
+            assert a.dataplane.interfaces["ipsec1"].up
+        finally:
+            await lab.stop()
+
+    asyncio.run(scenario())
