@@ -33,6 +33,8 @@ DNS = "198.51.100.153"
 A, A_MOVED = "198.51.100.1", "198.51.100.5"
 B, B_MOVED = "203.0.113.2", "203.0.113.7"
 INTERVAL = 10
+IKEV1 = {"ike_version": 1, "exchange_mode": "aggressive",
+         "ike_proposals": ["aes256-sha256-modp2048"]}  # fmt: skip
 
 
 @pytest.fixture
@@ -96,10 +98,14 @@ def float_status(process: DaemonProcess, peer: str) -> dict[str, Any]:
     return status
 
 
-def test_two_daemons_by_name_follow_a_move(lab: tuple[NetLab, BindServer]) -> None:
+@pytest.mark.parametrize("version", [pytest.param({}, id="ikev2"),
+                                     pytest.param(IKEV1, id="ikev1-aggressive")])  # fmt: skip
+def test_two_daemons_by_name_follow_a_move(
+    lab: tuple[NetLab, BindServer], version: dict[str, object]
+) -> None:
     net, bind = lab
-    a = daemon(net, bind, "a")
-    b = daemon(net, bind, "b")
+    a = daemon(net, bind, "a", **version)
+    b = daemon(net, bind, "b", **version)
     a.wait_up("hq", timeout=30)
     b.wait_up("branch1", timeout=30)
     assert pings(net, "a", "10.0.0.2")
@@ -120,15 +126,22 @@ def test_two_daemons_by_name_follow_a_move(lab: tuple[NetLab, BindServer]) -> No
     assert "moved from 198.51.100.1 to 198.51.100.5" in b.log()
 
 
-def test_ikev2_with_one_side_behind_nat(lab: tuple[NetLab, BindServer]) -> None:
+@pytest.mark.parametrize(
+    "version",
+    [
+        pytest.param({}, id="ikev2"),
+        pytest.param(IKEV1, id="ikev1-aggressive"),
+    ],
+)  # fmt: skip
+def test_one_side_behind_nat(lab: tuple[NetLab, BindServer], version: dict[str, object]) -> None:
     net, bind = lab
     rules = net.workdir / "masquerade.nft"
     rules.write_text("table ip nat {\n chain post { type nat hook postrouting priority 100;\n"
                      '  oifname "tob" masquerade\n }\n}\n')  # fmt: skip
     net.run("r", "nft", "-f", str(rules))
     # a sits behind NAT: it publishes nothing, looks hq up and initiates; hq only publishes.
-    a = daemon(net, bind, "a", local_address="dynamic")
-    b = daemon(net, bind, "b", remote_address="dynamic")
+    a = daemon(net, bind, "a", local_address="dynamic", **version)
+    b = daemon(net, bind, "b", remote_address="dynamic", **version)
     a.wait_up("hq", timeout=30)
     b.wait_up("branch1", timeout=30)
     assert pings(net, "a", "10.0.0.2")
