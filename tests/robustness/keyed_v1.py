@@ -39,8 +39,13 @@ class Target:
 
 def new_pair(mode: str = "main") -> Pair:
     if mode == "aggressive":
-        base = policy(dpd_interval=0, exchange_mode="aggressive", local_id="fqdn:a.example",
-                      remote_id="fqdn:b.example", ike="aes128-sha1-x25519")  # fmt: skip
+        base = policy(
+            dpd_interval=0,
+            exchange_mode="aggressive",
+            local_id="fqdn:a.example",
+            remote_id="fqdn:b.example",
+            ike="aes128-sha1-x25519",
+        )
         return Pair(base, mirror(base, local_id=base.remote_id, remote_id=base.local_id))
     base = policy(dpd_interval=0, ike="aes128-sha256-x25519", esp="aes128gcm16-x25519")
     return Pair(base, mirror(base))
@@ -72,8 +77,14 @@ def _request_to(to: str, exchange: int) -> Callable[[Pair], Target]:
         pair.connect()
         receiver, sender = (pair.b, pair.a) if to == "b" else (pair.a, pair.b)
         sa = _sa(sender)
-        return Target(receiver, sa, exchange, NEW_MESSAGE_ID, sa.exchange_iv(NEW_MESSAGE_ID),
-                      NEW_MESSAGE_ID.to_bytes(4, "big"))  # fmt: skip
+        return Target(
+            receiver,
+            sa,
+            exchange,
+            NEW_MESSAGE_ID,
+            sa.exchange_iv(NEW_MESSAGE_ID),
+            NEW_MESSAGE_ID.to_bytes(4, "big"),
+        )
 
     return scenario
 
@@ -85,8 +96,14 @@ def initiator_quick_answer(pair: Pair) -> Target:
     request = _drop_one(pair.a)
     message_id = int.from_bytes(request[20:24], "big")
     quick = _sa(pair.a).quick[message_id]
-    return Target(pair.a, _sa(pair.b), ExchangeType.QUICK, message_id, request[-16:],
-                  message_id.to_bytes(4, "big") + quick.nonce_i)  # fmt: skip
+    return Target(
+        pair.a,
+        _sa(pair.b),
+        ExchangeType.QUICK,
+        message_id,
+        request[-16:],
+        message_id.to_bytes(4, "big") + quick.nonce_i,
+    )
 
 
 def responder_main_mode_5(pair: Pair) -> Target:
@@ -96,8 +113,7 @@ def responder_main_mode_5(pair: Pair) -> Target:
         _pass_one(pair, pair.b, pair.a)
     _drop_one(pair.a)  # the real message 5
     receiver = _sa(pair.b) if pair.b.endpoint.current_sa("peer") else _half_open(pair.b)
-    return Target(pair.b, receiver, ExchangeType.MAIN, 0, receiver.phase1_iv,
-                  None)  # fmt: skip
+    return Target(pair.b, receiver, ExchangeType.MAIN, 0, receiver.phase1_iv, None)
 
 
 def initiator_main_mode_6(pair: Pair) -> Target:
@@ -117,11 +133,24 @@ def _half_open(side: Side) -> IsakmpSa:
 
 def responder_first_message(pair: Pair) -> Target:
     """Phase 1 message 1 (main mode) to a fresh responder, unencrypted."""
-    return Target(pair.b, IsakmpSa(pair.a.endpoint._peers["peer"].policy, initiator=True,
-                                   cky_i=bytes.fromhex("00112233445566ff"), cky_r=bytes(8),
-                                   local=Address(A_ADDR, 500), remote=Address(B_ADDR, 500),
-                                   rng=pair.a.endpoint.rng, now=pair.now, aggressive=False),
-                  ExchangeType.MAIN, 0, None, None)  # fmt: skip
+    return Target(
+        pair.b,
+        IsakmpSa(
+            pair.a.endpoint._peers["peer"].policy,
+            initiator=True,
+            cky_i=bytes.fromhex("00112233445566ff"),
+            cky_r=bytes(8),
+            local=Address(A_ADDR, 500),
+            remote=Address(B_ADDR, 500),
+            rng=pair.a.endpoint.rng,
+            now=pair.now,
+            aggressive=False,
+        ),
+        ExchangeType.MAIN,
+        0,
+        None,
+        None,
+    )
 
 
 def initiator_second_message(pair: Pair) -> Target:
@@ -179,8 +208,9 @@ def run(data: bytes) -> Pair:
     target = SCENARIOS[NAMES[data[0] % len(NAMES)]](pair)
     datagram = build(target, data[1], data[2:])
     sender = pair.a if target.receiver is pair.b else pair.b
-    target.receiver.endpoint.receive(datagram, Address(target.receiver.address, 500),
-                                     Address(sender.address, 500), pair.now)  # fmt: skip
+    target.receiver.endpoint.receive(
+        datagram, Address(target.receiver.address, 500), Address(sender.address, 500), pair.now
+    )
     pair.deliver()
     pair.advance(SETTLE_SECONDS)
     return pair

@@ -156,8 +156,16 @@ NAMES = tuple(SCENARIOS)
 
 # Header tweaks (second input byte): low 3 bits pick the exchange type, the next two the
 # flags, the top ones the message ID.
-_EXCHANGES = (None, None, None, None, ExchangeType.INFORMATIONAL, ExchangeType.CREATE_CHILD_SA,
-              ExchangeType.IKE_AUTH, 99)  # fmt: skip
+_EXCHANGES = (
+    None,
+    None,
+    None,
+    None,
+    ExchangeType.INFORMATIONAL,
+    ExchangeType.CREATE_CHILD_SA,
+    ExchangeType.IKE_AUTH,
+    99,
+)
 
 
 def tweak_header(header: bytes, tweak: int) -> bytes:

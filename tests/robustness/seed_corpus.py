@@ -33,8 +33,10 @@ def ikev2_messages() -> dict[str, bytes]:
     pair.deliver()
     pair.advance(30)
     sent = [("a", d) for d in pair.a.sent] + [("b", d) for d in pair.b.sent]
-    return {f"{side}{i:02d}-x{d.data[18 if d.data[:4] != NON_ESP_MARKER else 22]}":
-            _strip(d.data) for i, (side, d) in enumerate(sent)}  # fmt: skip
+    return {
+        f"{side}{i:02d}-x{d.data[18 if d.data[:4] != NON_ESP_MARKER else 22]}": _strip(d.data)
+        for i, (side, d) in enumerate(sent)
+    }
 
 
 def ikev1_messages() -> dict[str, bytes]:
@@ -53,9 +55,12 @@ def ikev1_messages() -> dict[str, bytes]:
 def esp_inputs() -> dict[str, bytes]:
     from core.dataplane.userspace.packet import build_ipv4_header
 
-    inner = build_ipv4_header(src=__import__("ipaddress").IPv4Address("10.0.0.1"),
-                              dst=__import__("ipaddress").IPv4Address("10.0.0.2"),
-                              protocol=1, payload_length=12) + bytes(12)  # fmt: skip
+    inner = build_ipv4_header(
+        src=__import__("ipaddress").IPv4Address("10.0.0.1"),
+        dst=__import__("ipaddress").IPv4Address("10.0.0.2"),
+        protocol=1,
+        payload_length=12,
+    ) + bytes(12)
     out = {}
     for config in (0x10, 0x21, 0x22, 0x23, 0x14, 0x18, 0x30):
         packets = b""

@@ -86,8 +86,10 @@ def test_a_killed_writer_leaves_the_old_or_the_new_file(tmp_path: Path) -> None:
         stop.set()
         for thread in readers:
             thread.join()
-    print(f"kills {KILLS}: old {seen['old']}, new {seen['new']}, "
-          f"temporary files left {len(_temp_files(tmp_path))}")  # fmt: skip
+    print(
+        f"kills {KILLS}: old {seen['old']}, new {seen['new']}, "
+        f"temporary files left {len(_temp_files(tmp_path))}"
+    )
     assert not bad, bad[:5]
     # The kills landed on both sides of the rename (the test can tell the two apart).
     assert seen["old"] > KILLS // 10 and seen["new"] > KILLS // 10, seen

@@ -115,10 +115,17 @@ def _fuzz(target: str, seconds: float, workdir: Path) -> tuple[int, str]:
     work = workdir / target
     work.mkdir()
     command = [
-        sys.executable, "-m", "tests.robustness.fuzz_main", target,
-        f"-max_total_time={round(seconds)}", f"-artifact_prefix={work}/", "-seed=1",
-        "-print_final_stats=1", str(work), str(CORPUS / target),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "tests.robustness.fuzz_main",
+        target,
+        f"-max_total_time={round(seconds)}",
+        f"-artifact_prefix={work}/",
+        "-seed=1",
+        "-print_final_stats=1",
+        str(work),
+        str(CORPUS / target),
+    ]
     result = subprocess.run(
         command, cwd=REPO, capture_output=True, text=True, timeout=seconds + 120, check=False
     )

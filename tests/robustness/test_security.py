@@ -102,8 +102,13 @@ def test_control_socket_is_0600_root_and_refuses_other_users(open_directory: Pat
             allowed = await asyncio.to_thread(_connect_as_nobody, path)
         finally:
             await server.close()
-        return stat.S_IMODE(status.st_mode), status.st_uid, stat.S_IMODE(parent.st_mode), \
-            refused, allowed  # fmt: skip
+        return (
+            stat.S_IMODE(status.st_mode),
+            status.st_uid,
+            stat.S_IMODE(parent.st_mode),
+            refused,
+            allowed,
+        )
 
     mode, owner, parent_mode, refused, allowed = asyncio.run(scenario())
     assert (mode, owner, parent_mode) == (0o600, 0, 0o700)
@@ -164,16 +169,28 @@ def test_psks_and_keys_never_reach_logs_status_events_or_errors(tmp_path: Path) 
 
     async def scenario() -> None:
         lab = Lab(tmp_path)
-        a = lab.node("a", (A_HOST, "198.51.100.11"), config_text(
-            tmp_path / "a.sock",
-            peer_toml("tob", "ipsec1", A_HOST, B_HOST, psk=CANARY, address="10.0.0.1/30"),
-            peer_toml("bad", "ipsec2", "198.51.100.11", "198.51.100.12", psk=wrong)),
-            seed=1)  # fmt: skip
-        b = lab.node("b", (B_HOST, "198.51.100.12"), config_text(
-            tmp_path / "b.sock",
-            peer_toml("toa", "ipsec1", B_HOST, A_HOST, psk=CANARY, address="10.0.0.2/30"),
-            peer_toml("bad", "ipsec2", "198.51.100.12", "198.51.100.11", psk=CANARY,
-                      passive=True)), seed=2)  # fmt: skip
+        a = lab.node(
+            "a",
+            (A_HOST, "198.51.100.11"),
+            config_text(
+                tmp_path / "a.sock",
+                peer_toml("tob", "ipsec1", A_HOST, B_HOST, psk=CANARY, address="10.0.0.1/30"),
+                peer_toml("bad", "ipsec2", "198.51.100.11", "198.51.100.12", psk=wrong),
+            ),
+            seed=1,
+        )
+        b = lab.node(
+            "b",
+            (B_HOST, "198.51.100.12"),
+            config_text(
+                tmp_path / "b.sock",
+                peer_toml("toa", "ipsec1", B_HOST, A_HOST, psk=CANARY, address="10.0.0.2/30"),
+                peer_toml(
+                    "bad", "ipsec2", "198.51.100.12", "198.51.100.11", psk=CANARY, passive=True
+                ),
+            ),
+            seed=2,
+        )
         subscriptions = [a.daemon.subscribe(), b.daemon.subscribe()]
         await lab.start()
         try:
@@ -194,8 +211,9 @@ def test_psks_and_keys_never_reach_logs_status_events_or_errors(tmp_path: Path) 
                         secrets.update(v for v in vars(keys).values() if v)
                         texts.append(repr(engine_sa) + repr(keys) + repr(engine_sa.policy))
                 for fake in node.dataplane.sas.values():
-                    secrets.update(k for k in (fake.spec.encryption_key,
-                                               fake.spec.integrity_key) if k)  # fmt: skip
+                    secrets.update(
+                        k for k in (fake.spec.encryption_key, fake.spec.integrity_key) if k
+                    )
                     texts.append(repr(fake.spec))
                 texts.extend(repr(call) for call in node.dataplane.calls)
                 texts.append(repr(node.daemon.config))
@@ -333,9 +351,15 @@ def test_psk_file_that_is_a_fifo_does_not_hang(tmp_path: Path) -> None:
         f"print(validate_text(sys.stdin.read(), 'c.toml', Path({str(tmp_path)!r})))"
     )
     try:
-        result = subprocess.run([sys.executable, "-c", code], input=text, text=True,
-                                capture_output=True, timeout=5, check=False,
-                                cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            input=text,
+            text=True,
+            capture_output=True,
+            timeout=5,
+            check=False,
+            cwd=Path(__file__).resolve().parents[2],
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("loading a config whose psk_file is a FIFO hung")
     assert "not a regular file" in result.stdout
