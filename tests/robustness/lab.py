@@ -252,3 +252,26 @@ def wait_process_gone(pid: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def block(lab: NetLab, namespace: str, match: str) -> Iterator[None]:
+    """Drop every packet entering `namespace` that matches the nft expression `match`."""
+    path = lab.workdir / f"block-{namespace}.nft"
+    path.write_text(
+        "table ip rbblock {\n  chain in { type filter hook input priority -210; "
+        f"policy accept;\n    {match} drop\n  }}\n}}\n"
+    )
+    lab.run(namespace, "nft", "-f", str(path))
+    try:
+        yield
+    finally:
+        lab.run(namespace, "nft", "delete", "table", "ip", "rbblock", check=False)
+
+
+def kernel_state(lab: NetLab, namespace: str) -> dict[str, list[str]]:
+    """The namespace's links (names) and routes (all tables), for leftover checks."""
+    links = lab.run(namespace, "ip", "-o", "link").stdout.splitlines()
+    names = sorted(line.split(":")[1].strip().split("@")[0] for line in links)
+    routes = lab.run(namespace, "ip", "route", "show", "table", "all").stdout.splitlines()
+    return {"links": names, "routes": sorted(routes)}
