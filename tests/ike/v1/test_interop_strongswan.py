@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,7 +69,7 @@ class Ours:
 
     def __init__(self, netns: Netns, spec: str) -> None:
         self.process = subprocess.Popen(
-            netns.command(str(REPO.parent / "venv" / "bin" / "python"), "-m",
+            netns.command(sys.executable, "-m",
                           "tests.ike.v1.interop_driver", spec),
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True)
