@@ -37,7 +37,7 @@ fi
 
 python=${PYTHON:-}
 if [ -z "$python" ]; then
-    for candidate in .venv/bin/python /work/venv/bin/python python3; do
+    for candidate in .venv/bin/python python3; do
         if [ -x "$candidate" ] || command -v "$candidate" >/dev/null; then
             python=$candidate
             break
