@@ -244,7 +244,13 @@ def resources(lab: NetLab, daemon: LabDaemon) -> Resources:
     rss = int(values["VmRSS"].split()[0])
     threads = int(values["Threads"])
     links = lab.run(daemon.name, "ip", "-o", "link").stdout.count("\n")
-    routes = lab.run(daemon.name, "ip", "-o", "route", "show", "table", "all").stdout.count("\n")
+    routes = sum(
+        1
+        for line in lab.run(
+            daemon.name, "ip", "-o", "route", "show", "table", "all"
+        ).stdout.splitlines()
+        if "ipsec" in line or "proto 114" in line
+    )  # the daemon's, not the kernel's
     return Resources(fds, rss, threads, links, routes)
 
 
