@@ -68,6 +68,7 @@ async def scenario(app: ConsoleApp, pilot: Pilot[int], seen: dict[str, Any]) -> 
     seen["rows"] = sorted(table.row_keys)
     seen["nat"] = tunnel(app, "shop").nat.remote_behind_nat
     seen["shop_remote_port"] = tunnel(app, "shop").remote.port
+    seen["branch_ike"] = tunnel(app, "branch").ike_label
 
     seen["step"] = "detail"
     app.show_details("hq")

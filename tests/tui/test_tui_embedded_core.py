@@ -64,6 +64,7 @@ def test_every_screen_and_action_on_real_tunnels(lab: Lab, tmp_path: Path) -> No
     assert "error" not in seen, f"{seen}\n{logs}"
     assert seen["rows"] == ["branch", "hq", "kiosk", "shop"]
     assert seen["all_up_after"] < 30
+    assert seen["branch_ike"] == "v1 main"
     assert seen["nat"] is True and seen["shop_remote_port"] not in (None, 500)
     assert seen["hq_rate_in"] > 0
     assert seen["hq_state_after_rekey"] == "up"
