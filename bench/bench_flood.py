@@ -8,7 +8,8 @@ COOKIE-carrying retry for 20 of the COOKIEs, as a real initiator would).  For ea
 a burst of `seconds` at that rate; printed per rate: the rate achieved by the flooder, the
 share of requests b answered (COOKIE or response), real responses (half-open SAs), ping
 loss and worst RTT, b's CPU and peak RSS.  "Held" means no ping lost and at least 90 % of
-the requests answered.
+the requests answered.  The last columns count datagrams the kernel dropped for a full
+socket buffer, at b (the daemon's IKE socket) and at the flooder (the answers).
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def udp_receive_buffer_errors(lab: NetLab, namespace: str) -> int:
+    """Datagrams the namespace's kernel dropped because a socket's buffer was full."""
+    lines = [
+        line.split()
+        for line in lab.run(namespace, "cat", "/proc/net/snmp").stdout.splitlines()
+        if line.startswith("Udp:")
+    ]
+    return int(dict(zip(lines[0], lines[1], strict=True))["RcvbufErrors"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="1000,2000,4000,8000,16000")
@@ -52,9 +63,11 @@ def main() -> int:
             ping = lab.start_ping("a", "10.0.0.2", interval=0.01)
             sampler = RssSampler(lab, b)
             cpu_before, started = cpu_seconds(b.pid), time.monotonic()
+            drops_before = {n: udp_receive_buffer_errors(lab, n) for n in ("b", "f")}
             figures = flood(lab, int(rate * args.seconds), rate, sources)
             cpu = (cpu_seconds(b.pid) - cpu_before) / (time.monotonic() - started) * 100
             time.sleep(0.5)
+            drops = {n: udp_receive_buffer_errors(lab, n) - drops_before[n] for n in ("b", "f")}
             peak = sampler.stop()
             ping.send_signal(2)
             out, _ = ping.communicate(timeout=10)
@@ -70,7 +83,8 @@ def main() -> int:
             print(
                 f"{rate:6d} {figures['rate']:9d} {answered:9.1%} {half_open:10d}"
                 f"  {sent:6d}/{sent - received:<6d} {float(rtt[1]) if rtt else 0:12.1f}"
-                f"  {cpu:7.0f}  {peak // 1024:14d}  {'yes' if ok else 'no'}",
+                f"  {cpu:7.0f}  {peak // 1024:14d}  {'yes' if ok else 'no':4s}"
+                f"  {drops['b']:7d} {drops['f']:7d}",
                 flush=True,
             )
             time.sleep(11)  # half-open SAs of this round time out (lab: 10 s)
