@@ -202,6 +202,10 @@ class InteropLab:
         assert self.charon is not None, "charon is not started"
         return self.charon
 
+    def sw_sa_ids(self) -> list[str]:
+        """charon's IKE_SAs for the rbipsec connection, by unique ID."""
+        return [sa.uniqueid for sa in self.sw.list_sas(CONN)]
+
     def sw_sa(self) -> IkeSaInfo:
         """charon's one IKE_SA for the rbipsec connection (ignoring ones being deleted)."""
         sas = [sa for sa in self.sw.list_sas(CONN) if sa.state != "DELETING"]

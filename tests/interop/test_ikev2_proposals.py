@@ -3,10 +3,13 @@
 Each case brings the tunnel up, pings across it, checks that both sides report the same
 algorithms, SPIs (mirrored), roles, addresses and ports, then rekeys the Child SA from
 each side in turn (with PFS where the ESP proposal has a DH group) and pings again.
+Then a wrong first guess of the key exchange group, corrected by INVALID_KE_PAYLOAD, for
+the IKE SA and for a PFS rekey.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -96,3 +99,62 @@ def test_proposal_set_carries_pings_and_both_sides_agree(
     _rekey_child(interop, by_rbipsec=True, case=case)
     _rekey_child(interop, by_rbipsec=False, case=case)
     assert interop.rb.status()["daemon"]["engine_errors"] == 0
+
+
+@dataclass(frozen=True)
+class KeGuess:
+    """rbipsec's and charon's proposals where the initiator's first KE guess is wrong."""
+
+    rb_ike: tuple[str, ...]
+    rb_esp: tuple[str, ...]
+    sw_ike: tuple[str, ...]
+    sw_esp: tuple[str, ...]
+    ike_group: str  # charon's name of the group both must end up with
+    esp_group: str
+    sw_says: str  # what charon logs about the wrong guess
+    wrong_guesses: int  # IKE SA_INIT, and the PFS rekey where the first guess is wrong
+
+
+KE_CASES = {
+    # rbipsec guesses X25519 for the IKE SA and MODP_2048 for its PFS rekey: charon wants
+    # MODP_2048 and ECP_256 and answers INVALID_KE_PAYLOAD
+    Role.INITIATOR: KeGuess(
+        ("aes256gcm16-prfsha256-x25519", "aes256-sha256-modp2048"),
+        ("aes256-sha256-modp2048", "aes256-sha256-ecp256"),
+        ("aes256-sha256-modp2048",), ("aes256-sha256-ecp256",),
+        "MODP_2048", "ECP_256", r"DH group \w+ unacceptable, requesting", 2),
+    # charon guesses ECP_256 for the IKE SA; rbipsec answers INVALID_KE_PAYLOAD (MODP_2048).
+    # (charon's rekeys use the group of the proposal rbipsec picked in IKE_AUTH: no guess)
+    Role.RESPONDER: KeGuess(
+        ("aes256-sha256-modp2048",), ("aes256-sha256-modp2048",),
+        ("aes256gcm16-prfsha256-ecp256", "aes256-sha256-modp2048"),
+        ("aes256-sha256-ecp256", "aes256-sha256-modp2048"),
+        "MODP_2048", "MODP_2048", "peer didn't accept DH group ECP_256, it requested MODP_2048",
+        1),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("role", ROLES, ids=ROLE_IDS)
+def test_wrong_key_exchange_guess_is_corrected(interop: InteropLab, role: Role) -> None:
+    """INVALID_KE_PAYLOAD (RFC 7296 1.2, 1.3): the initiator retries with the group asked."""
+    case = KE_CASES[role]
+    interop.establish(
+        role,
+        peer={"ike_proposals": list(case.rb_ike), "esp_proposals": list(case.rb_esp)},
+        connection={"proposals": case.sw_ike, "child": {"esp_proposals": case.sw_esp}},
+    )
+    assert interop.ping() == (3, 3)
+    _peer, sa = check_established(interop, role)
+    assert sa.proposal.endswith(case.ike_group)
+    for by_rbipsec in (True, False):
+        old = spis(interop.rb_peer())
+        if by_rbipsec:
+            interop.rb.request("rekey", peer=PEER)
+        else:
+            interop.sw.rekey(child=CHILD)
+        wait_until(lambda: old.isdisjoint(spis(interop.rb_peer())), 10,  # noqa: B023
+                   "the PFS rekey")  # fmt: skip
+        _peer, sa = interop.settled(strict=False)
+        assert sa.installed[0].proposal.endswith(case.esp_group)
+    assert len(re.findall(case.sw_says, interop.sw.log_text())) == case.wrong_guesses
+    assert interop.ping() == (3, 3)
