@@ -1,5 +1,6 @@
 """Crossing exchanges against strongSwan (RFC 7296 2.8.1, 2.8.2, 2.25): simultaneous
-Child SA and IKE SA rekeys, and a DELETE crossing a rekey, rbipsec in both roles.
+Child SA and IKE SA rekeys, a DELETE crossing a rekey, and a Child SA rekey crossing an
+IKE SA rekey, rbipsec in both roles.
 
 The link runs through the lab's `wire` (tests/interop/wire.py), which holds the IKE
 requests both sides send inside `crossing()` until it holds one from each and then
@@ -16,6 +17,7 @@ is a legitimate resolution too; the end state must be the same.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 
 import pytest
@@ -133,6 +135,10 @@ CROSSINGS = {
     "strongswan-rekeys-child/rbipsec-deletes-ike": ("delete-ike", "child"),
     "strongswan-rekeys-ike/rbipsec-deletes-ike": ("delete-ike", "ike"),
 }
+MIXED_REKEYS = {
+    "rbipsec-rekeys-child/strongswan-rekeys-ike": ("child", "ike"),
+    "strongswan-rekeys-child/rbipsec-rekeys-ike": ("ike", "child"),
+}
 
 
 def _rbipsec_action(interop: InteropLab, action: str) -> Callable[[], object]:
@@ -151,6 +157,11 @@ def _strongswan_action(interop: InteropLab, action: str) -> Callable[[], object]
     return lambda: interop.sw.rekey(child=CHILD)
 
 
+def _kinds(crossed: list[str]) -> list[str]:
+    """The exchanges of the crossed requests ("<CREATE_CHILD_SA-request-2" ...)."""
+    return sorted(message.split("-")[0][1:] for message in crossed)
+
+
 @pytest.mark.parametrize("role", ROLES, ids=ROLE_IDS)
 @pytest.mark.parametrize(("rb_action", "sw_action"), CROSSINGS.values(), ids=CROSSINGS.keys())
 def test_delete_crossing_a_rekey_leaves_both_sides_agreeing(
@@ -160,8 +171,7 @@ def test_delete_crossing_a_rekey_leaves_both_sides_agreeing(
     interop.establish(role)
     crossed = _collide(interop, _rbipsec_action(interop, rb_action),
                        _strongswan_action(interop, sw_action))  # fmt: skip
-    assert sorted(message.split("-")[0][1:] for message in crossed) == [
-        "CREATE_CHILD_SA", "INFORMATIONAL"], crossed  # fmt: skip
+    assert _kinds(crossed) == ["CREATE_CHILD_SA", "INFORMATIONAL"], crossed
 
     if "delete-ike" in (rb_action, sw_action):
         # the IKE SA is gone on both sides; nothing half-deleted is left
@@ -185,3 +195,23 @@ def test_delete_crossing_a_rekey_leaves_both_sides_agreeing(
     interop.rb.wait_up(PEER, timeout=20)
     assert interop.ping() == (3, 3)
     interop.settled()
+
+
+@pytest.mark.parametrize("role", ROLES, ids=ROLE_IDS)
+@pytest.mark.parametrize(("rb_action", "sw_action"), MIXED_REKEYS.values(),
+                         ids=MIXED_REKEYS.keys())  # fmt: skip
+def test_child_rekey_crossing_an_ike_rekey_loses_nothing(
+    interop_wired: InteropLab, role: Role, rb_action: str, sw_action: str
+) -> None:
+    """RFC 7296 2.25.2: one of the two is refused (TEMPORARY_FAILURE) or both go through;
+    either way one IKE SA with one Child SA remains and traffic never stops."""
+    interop = interop_wired
+    interop.establish(role)
+    with interop.pinging() as ping:
+        crossed = _collide(interop, _rbipsec_action(interop, rb_action),
+                           _strongswan_action(interop, sw_action))  # fmt: skip
+        assert _kinds(crossed) == ["CREATE_CHILD_SA", "CREATE_CHILD_SA"], crossed
+        time.sleep(1.0)  # a refused side may retry
+        interop.settled()
+    assert ping.lost == 0, ping.losses()
+    assert interop.rb.status()["daemon"]["engine_errors"] == 0
