@@ -1,4 +1,4 @@
-"""Soak in CI: up/down cycles of 16 peers for about 40 s (root, namespaces), then no growth
+"""Soak in CI: up/down cycles of 16 peers for about 30 s (root, namespaces), then no growth
 in file descriptors, threads, interfaces, routes or SAs, and RSS within 8 MiB of where
 it stood after the warm-up.  RBIPSEC_SOAK_PEERS / RBIPSEC_SOAK_SECONDS change the size;
 bench/bench_soak.py runs the long figure (1,000 cycles of 64 peers).
@@ -18,7 +18,7 @@ from tests.robustness.lab import NetLab
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.slow]
 
 PEERS = int(os.environ.get("RBIPSEC_SOAK_PEERS", "16"))
-SECONDS = float(os.environ.get("RBIPSEC_SOAK_SECONDS", "40"))
+SECONDS = float(os.environ.get("RBIPSEC_SOAK_SECONDS", "30"))
 WARMUP = 3
 MIN_CYCLES = 20
 

@@ -37,6 +37,7 @@ from tests.daemon.harness import A_HOST, B_HOST, Lab, config_text, peer_toml, st
 from tests.robustness.fuzz_targets import esp_pair
 
 CANARY = "PSK-CANARY-7f3a9c1e"
+V1_CANARY = "PSK-CANARY-IKEV1-5d2b80"
 
 
 # -- the control socket ---------------------------------------------------------------
@@ -155,38 +156,57 @@ def _secret_forms(secret: bytes) -> list[str]:
 
 
 def test_psks_and_keys_never_reach_logs_status_events_or_errors(tmp_path: Path) -> None:
-    """Two daemons at debug level with a recognisable PSK: up, child and IKE rekey, a peer
-    with the wrong PSK, down and up.  Neither the PSKs nor any IKE or ESP key appear in
-    the log records, the status, the event stream or the text of any error."""
+    """Two daemons at debug level with a recognisable PSK, an IKEv2 and an IKEv1 tunnel:
+    up, child and IKE rekey, a peer with the wrong PSK, down and up.  Neither the PSKs nor
+    any IKE or ESP key appear in the log records, the status, the event stream or the text
+    of any error."""
     capture = _Capture()
     root = logging.getLogger()
     old_level = root.level
     root.addHandler(capture)
     root.setLevel(logging.DEBUG)
     wrong = "WRONG-" + CANARY
-    secrets: set[bytes] = {CANARY.encode(), wrong.encode()}
+    secrets: set[bytes] = {CANARY.encode(), wrong.encode(), V1_CANARY.encode()}
     texts: list[str] = []
 
     async def scenario() -> None:
         lab = Lab(tmp_path)
         a = lab.node(
             "a",
-            (A_HOST, "198.51.100.11"),
+            (A_HOST, "198.51.100.11", "198.51.100.13"),
             config_text(
                 tmp_path / "a.sock",
                 peer_toml("tob", "ipsec1", A_HOST, B_HOST, psk=CANARY, address="10.0.0.1/30"),
                 peer_toml("bad", "ipsec2", "198.51.100.11", "198.51.100.12", psk=wrong),
+                peer_toml(
+                    "v1",
+                    "ipsec3",
+                    "198.51.100.13",
+                    "198.51.100.14",
+                    psk=V1_CANARY,
+                    ike_version=1,
+                    ike_proposals=["aes256-sha256-modp2048"],
+                ),
             ),
             seed=1,
         )
         b = lab.node(
             "b",
-            (B_HOST, "198.51.100.12"),
+            (B_HOST, "198.51.100.12", "198.51.100.14"),
             config_text(
                 tmp_path / "b.sock",
                 peer_toml("toa", "ipsec1", B_HOST, A_HOST, psk=CANARY, address="10.0.0.2/30"),
                 peer_toml(
                     "bad", "ipsec2", "198.51.100.12", "198.51.100.11", psk=CANARY, passive=True
+                ),
+                peer_toml(
+                    "v1",
+                    "ipsec3",
+                    "198.51.100.14",
+                    "198.51.100.13",
+                    psk=V1_CANARY,
+                    ike_version=1,
+                    ike_proposals=["aes256-sha256-modp2048"],
                 ),
             ),
             seed=2,
@@ -195,8 +215,10 @@ def test_psks_and_keys_never_reach_logs_status_events_or_errors(tmp_path: Path) 
         await lab.start()
         try:
             await wait_for(lambda: state(a.daemon, "tob") == "up", 10, "tob up")
+            await wait_for(lambda: state(a.daemon, "v1") == "up", 10, "v1 up")
             for ike in (False, True):
-                await a.daemon.rekey("tob", ike=ike)
+                for name in ("tob", "v1"):
+                    await a.daemon.rekey(name, ike=ike)
                 await asyncio.sleep(0.5)
             await a.daemon.down("tob")
             await asyncio.sleep(0.3)
@@ -229,8 +251,9 @@ def test_psks_and_keys_never_reach_logs_status_events_or_errors(tmp_path: Path) 
         root.setLevel(old_level)
     texts.extend(capture.lines)
     assert any("authentication failed" in t or "pre-shared keys" in t for t in texts)
-    # 2 PSKs, the IKE SA's keys (5 with an AEAD), the Child SA's 2: fewer proves little.
-    assert len(secrets) >= 9, "too few keys collected: the test would prove little"
+    # 3 PSKs, the IKE SA's keys (5 with an AEAD), the Child SA's 2, SKEYID and its 3
+    # children, the IPsec SA's keys: fewer proves little.
+    assert len(secrets) >= 15, "too few keys collected: the test would prove little"
     everything = "\n".join(texts)
     for secret in secrets:
         for form in _secret_forms(secret):
@@ -238,8 +261,12 @@ def test_psks_and_keys_never_reach_logs_status_events_or_errors(tmp_path: Path) 
 
 
 def _engine_sas(daemon: Any) -> list[Any]:
+    """Every IKE SA of the daemon's engines (IKEv2 and, where present, IKEv1)."""
     engine = daemon.engine
-    return list(engine._sas.values()) if engine is not None else []
+    if engine is None:
+        return []
+    endpoints = [getattr(engine, v) for v in ("v1", "v2") if hasattr(engine, v)] or [engine]
+    return [sa for endpoint in endpoints for sa in endpoint._sas.values()]
 
 
 def _drain(subscription: Subscription) -> list[dict[str, Any]]:
