@@ -411,10 +411,18 @@ class Ikev2Endpoint:
                 # The peer restarted (INITIAL_CONTACT): its old SAs are gone there.
                 other.destroy(DownReason.REPLACED, now, detail="peer sent INITIAL_CONTACT")
                 self._collect(other, now)
-        duplicates = [s for s in peer.sas if s.state == IkeState.ESTABLISHED]
+        # Duplicates are SAs whose negotiations overlapped: both sides initiated at once.
+        # An SA begun after another was up is a deliberate replacement (the peer's
+        # make-before-break reauthentication, RFC 7296 2.8.3): the peer deletes the old
+        # one itself, so both stay until then.
+        duplicates = [sa] + [
+            s for s in peer.sas
+            if s is not sa and s.state == IkeState.ESTABLISHED
+            and s.established_at is not None and s.established_at >= sa.created_at
+        ]
         if len(duplicates) > 1:
-            # Both sides initiated at once: keep the SA with the lowest initiator SPI (both
-            # ends agree on that), close the others.
+            # Keep the SA with the lowest initiator SPI (both ends agree on that), close
+            # the others.
             keep = min(duplicates, key=lambda s: s.spi_i)
             for other in duplicates:
                 if other is keep:

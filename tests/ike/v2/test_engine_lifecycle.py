@@ -394,3 +394,30 @@ def test_a_lost_first_packet_does_not_build_a_duplicate_ike_sa() -> None:
     assert len(pair.a.of(ChildSaInstalled)) == 1 and len(pair.b.of(ChildSaInstalled)) == 1
     assert not pair.a.of(ChildSaDeleted) and not pair.b.of(ChildSaDeleted)
     assert_consistent(pair)
+
+
+def test_peer_reauthentication_make_before_break_keeps_the_new_sa() -> None:
+    """RFC 7296 2.8.3: the peer builds a new IKE SA beside the working one, then deletes
+    the old.  That is not a simultaneous-initiation duplicate: the new SA must survive."""
+    pair = up_pair()
+    old_a = pair.a.endpoint.current_sa("peer")
+    peer_b = pair.b.endpoint._peers["peer"]
+    peer_b.local, peer_b.remote = Address(B_ADDR, 500), Address(A_ADDR, 500)
+    pair.advance(5)
+    pair.b.endpoint._initiate(peer_b, pair.now)  # B reauthenticates: a second IKE SA
+    pair.deliver()
+    new_b = pair.b.endpoint.current_sa("peer")
+    assert new_b is not None and new_b.is_established
+    assert old_a is not None and old_a.is_established  # nothing deleted yet
+    old_b = next(s for s in peer_b.sas if s is not new_b)
+    from core.ike.v2.tasks.ike_delete import IkeDelete
+
+    old_b.queue(IkeDelete(DownReason.REPLACED))
+    old_b.handle_timer(pair.now)
+    pair.b.endpoint._collect(old_b, pair.now)
+    pair.deliver()
+    sa_a = pair.a.endpoint.current_sa("peer")
+    assert sa_a is not None and sa_a is not old_a
+    assert (sa_a.spi_i, sa_a.spi_r) == (new_b.spi_i, new_b.spi_r)
+    assert len(sa_a.children) == 1
+    assert_consistent(pair)
