@@ -117,9 +117,11 @@ class NetLab:
 
     def start_ping(self, name: str, destination: str, interval: float = 0.05
                    ) -> subprocess.Popen[str]:  # fmt: skip
-        """A continuous ping; stop it with SIGINT and read its summary (`finish_ping`)."""
+        """A continuous ping; stop it with SIGINT and read its summary (`finish_ping`).
+        Quiet: nobody reads the pipe until the end, and a ping writing a line per reply
+        would block once the pipe is full (about 1100 replies), silently ending the load."""
         return subprocess.Popen(
-            ["ip", "netns", "exec", self.namespaces[name], "ping", "-i", str(interval),
+            ["ip", "netns", "exec", self.namespaces[name], "ping", "-q", "-i", str(interval),
              "-W", str(max(1, round(SLOW))), destination],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip

@@ -373,6 +373,9 @@ def test_auto_dataplane_says_which_and_why(lab: NetLab) -> None:
     two_nodes(lab)
     config_a, _ = pair_configs(lab, a_global={"dataplane": "auto"})
     a = lab.daemon("a", config_a).start()
+    # The control socket answers before the dataplane is chosen (the probe is slow under
+    # emulation): wait for the choice.
+    wait_until(lambda: a.status()["daemon"]["dataplane"] is not None, 30, "the dataplane")
     daemon = a.status()["daemon"]
     expected = "kernel" if DATAPLANE == "kernel" else "userspace"
     assert daemon["dataplane"] == expected

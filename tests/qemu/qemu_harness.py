@@ -19,6 +19,7 @@ Standard library only: CI runs it before anything is installed.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import lzma
 import os
 import re
@@ -167,7 +168,8 @@ mount -t sysfs sys /newroot/sys
 mount -t devtmpfs dev /newroot/dev
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
-mount -t tmpfs tmpfs /newroot/tmp
+# /tmp stays the host's (through the overlay, writes land in the guest's tmpfs): the
+# project checkout and its venv may live there, as in CI's fresh clone.
 mount -t tmpfs tmpfs /newroot/run
 script=$(sed -n 's/.*rbipsec\.run=\([^ ]*\).*/\1/p' /proc/cmdline)
 chroot /newroot /bin/sh "$script" </dev/console >/dev/console 2>&1
@@ -185,7 +187,9 @@ def build(cache: Path = CACHE) -> GuestImage:
     package = kernel_package()
     version = package.removeprefix("linux-image-")
     root = cache / package
-    image = GuestImage(root / "vmlinux", root / "initramfs.cpio", version)
+    # The initramfs is named after its init script, so a changed script is rebuilt.
+    stamp = hashlib.sha256(INIT_SCRIPT.encode()).hexdigest()[:12]
+    image = GuestImage(root / "vmlinux", root / f"initramfs-{stamp}.cpio", version)
     if image.vmlinux.exists() and image.initramfs.exists():
         return image
     root.mkdir(parents=True, exist_ok=True)
