@@ -35,6 +35,7 @@ class Target:
     message_id: int
     iv: bytes | None  # None: unencrypted (phase 1 before keys)
     hash_prefix: bytes | None  # None: no HASH payload is computed (the chain is all)
+    real: bytes = b""  # the real message held back, if there is one (for seeds)
 
 
 def new_pair(mode: str = "main") -> Pair:
@@ -111,9 +112,9 @@ def responder_main_mode_5(pair: Pair) -> Target:
     for _ in range(2):
         _pass_one(pair, pair.a, pair.b)
         _pass_one(pair, pair.b, pair.a)
-    _drop_one(pair.a)  # the real message 5
+    real = _drop_one(pair.a)  # the real message 5
     receiver = _sa(pair.b) if pair.b.endpoint.current_sa("peer") else _half_open(pair.b)
-    return Target(pair.b, receiver, ExchangeType.MAIN, 0, receiver.phase1_iv, None)
+    return Target(pair.b, receiver, ExchangeType.MAIN, 0, receiver.phase1_iv, None, real)
 
 
 def initiator_main_mode_6(pair: Pair) -> Target:
@@ -122,9 +123,9 @@ def initiator_main_mode_6(pair: Pair) -> Target:
         _pass_one(pair, pair.a, pair.b)
         _pass_one(pair, pair.b, pair.a)
     _pass_one(pair, pair.a, pair.b)
-    _drop_one(pair.b)
+    real = _drop_one(pair.b)
     sa = _sa(pair.a)
-    return Target(pair.a, sa, ExchangeType.MAIN, 0, sa.phase1_iv, None)
+    return Target(pair.a, sa, ExchangeType.MAIN, 0, sa.phase1_iv, None, real)
 
 
 def _half_open(side: Side) -> IsakmpSa:
@@ -232,6 +233,27 @@ def _real_message(name: str) -> bytes | None:
     from core.ike.v1.payloads import encode_chain
 
     pair = new_pair()
+    if name in ("responder_main_mode_5", "initiator_main_mode_6"):
+        target = SCENARIOS[name](pair)
+        assert target.iv is not None and target.sender_sa.cipher is not None
+        plain = target.sender_sa.cipher.decrypt(target.iv, target.real[HEADER:])
+        return target.real[16:17] + plain
+    if name in ("responder_informational", "initiator_informational"):
+        pair.connect()
+        sender = pair.a if name == "responder_informational" else pair.b
+        sender.endpoint.rekey("peer", pair.now)  # its old IPsec SA is deleted afterwards
+        pair.deliver()
+        pair.advance(5)
+        for side, datagram in pair.wire:
+            data = datagram.data
+            if side == sender.name and len(data) > HEADER and data[18] == 5 and data[19] & 1:
+                sa = _sa(sender)
+                info = decode_message(
+                    data, sa.cipher, sa.exchange_iv(int.from_bytes(data[20:24], "big"))
+                )
+                rest = info.payloads[1:]
+                return bytes([rest[0][0]]) + encode_chain(rest)
+        return None
     if name in ("responder_quick", "initiator_gets_quick"):
         pair.connect()
         sender = pair.a if name == "responder_quick" else pair.b
