@@ -46,7 +46,7 @@ FAST_TIMING: dict[str, object] = {
     "reestablish_backoff": [0.5, 1.0, 2.0],
 }
 
-__all__ = ["PYTHON", "NetLab", "global_section", "peer_section", "wait_until"]
+__all__ = ["PYTHON", "REPO", "NetLab", "global_section", "peer_section", "wait_until"]
 
 
 class LabDaemon(DaemonProcess):

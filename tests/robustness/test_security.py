@@ -2,7 +2,7 @@
 permissions, replayed ESP and IKE, the aggressive mode PSK warning.
 
 Daemon-level replay tests (captured packets sent again between namespaces) are in
-test_lab_security.py; these run without root except the socket tests.
+test_lab_replay.py; these run without root except the socket tests.
 """
 
 from __future__ import annotations
