@@ -106,7 +106,7 @@ def wired_topology(netlab: NetLab) -> tuple[Topology, Wire]:
     netlab.link("s", "198.51.100.2/24", "m", None, "outer0", "tos")
     for end in ("tor", "tos"):
         netlab.run("m", "ip", "link", "set", end, "promisc", "on")
-    wire = start_wire(netlab.namespaces["m"], "tor", "tos")
+    wire = start_wire(netlab.namespaces["m"], "tor", "tos", netlab.workdir / "wire.trace")
     return Topology("198.51.100.1", "198.51.100.2", "198.51.100.1", "198.51.100.2"), wire
 
 
@@ -135,20 +135,32 @@ def nat_topology(netlab: NetLab, behind: str) -> Topology:
 class PingRun:
     """A continuous ping (`ping -D -O`), read when it is finished.
 
-    The last request may still be in flight when ping is interrupted; it is not counted
-    as lost (the blocks that ping end with half a second of quiet traffic anyway)."""
+    A request counts as lost when no answer came within `GRACE` seconds: ping reports an
+    unanswered request (`-O`) when it sends the next one, and requests still in flight
+    when ping is interrupted are not judged (the blocks that ping end with quiet traffic
+    for longer than the grace)."""
+
+    GRACE = 1.0
 
     process: subprocess.Popen[str]
     sent: int = 0
     output: str = ""
+    ended: float = 0.0  # unix time of the interruption
 
     def _answered(self) -> set[int]:
         return {int(m[1]) for m in re.finditer(r"icmp_seq=(\d+) ttl=", self.output)}
 
+    def _unanswered(self) -> dict[int, float]:
+        """Unanswered requests by sequence, with when ping noticed (the next send)."""
+        answered = self._answered()
+        late = re.finditer(r"\[([\d.]+)\] no answer yet for icmp_seq=(\d+)", self.output)
+        noticed = {int(m[2]): float(m[1]) for m in late}
+        return {seq: when for seq, when in noticed.items() if seq not in answered}
+
     @property
     def lost_sequences(self) -> list[int]:
-        answered = self._answered()
-        return [seq for seq in range(1, self.sent) if seq not in answered]
+        cutoff = self.ended - self.GRACE
+        return sorted(seq for seq, when in self._unanswered().items() if when < cutoff)
 
     @property
     def lost(self) -> int:
@@ -156,9 +168,8 @@ class PingRun:
 
     def losses(self) -> str:
         """The lost requests as `seq@unix-time` (for assertion messages)."""
-        late = re.finditer(r"\[([\d.]+)\] no answer yet for icmp_seq=(\d+)", self.output)
-        when = {int(m[2]): m[1] for m in late}
-        lost = ", ".join(f"{seq}@{when.get(seq, '?')}" for seq in self.lost_sequences)
+        unanswered = self._unanswered()
+        lost = ", ".join(f"{seq}@{unanswered[seq]:.3f}" for seq in self.lost_sequences)
         return f"sent {self.sent}, answered {len(self._answered())}, lost: {lost or 'none'}"
 
 
@@ -269,6 +280,7 @@ class InteropLab:
 
     @staticmethod
     def finish_ping(run: PingRun) -> PingRun:
+        run.ended = time.time()
         run.process.send_signal(signal.SIGINT)
         run.output, _ = run.process.communicate(timeout=10)
         match = re.search(r"(\d+) packets transmitted", run.output)
@@ -282,12 +294,13 @@ class InteropLab:
 
     @contextlib.contextmanager
     def pinging(self, interval: float = 0.05) -> Iterator[PingRun]:
-        """A continuous ping for the block; read `sent`/`lost` after it."""
+        """A continuous ping for the block (and `PingRun.GRACE` after it, so that every
+        request sent inside is judged); read `sent`/`lost` after it."""
         run = self.start_ping(interval)
         try:
             time.sleep(0.3)
             yield run
-            time.sleep(0.5)
+            time.sleep(PingRun.GRACE + 0.2)
         finally:
             if run.process.poll() is None:
                 self.finish_ping(run)
@@ -337,6 +350,9 @@ class InteropLab:
 
     def diagnostics(self) -> str:
         parts = [charon.diagnostics() for charon in self.charons]
+        if self.wire is not None and self.wire.trace.exists():
+            trace = self.wire.trace.read_text()[-4000:]
+            parts.append(f"--- IKE through the wire (> towards charon) ---\n{trace}")
         for daemon in self.netlab.daemons:
             parts.append(f"--- rbipsec {daemon.name} log ---\n{daemon.log()[-8000:]}")
         return "\n".join(parts)

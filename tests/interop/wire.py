@@ -14,6 +14,9 @@ side, then sends them all at once.  Everything else passes straight through.
 UDP checksums are zeroed on the way (RFC 768 allows 0 for IPv4): veth leaves them to an
 offload that a copied frame no longer has.
 
+Every IKE message it sees is traced on stderr: unix time, direction (`>` towards the
+right end), `describe()`, frame length, held or passed.
+
 Driven over stdin/stdout, one line each:
     arm SECONDS   -> "armed"; later "released N MESSAGES both" (or "... timeout"), the
                      messages as `>` (towards the right end) or `<` and `describe()`
@@ -104,7 +107,13 @@ def run_wire(left: str, right: str) -> int:
                 continue
             frame = without_udp_checksum(frame)
             out = 1 - index
-            if hold is not None and is_ike(frame):
+            ike = is_ike(frame)
+            if ike:  # the trace: one line per IKE message on stderr
+                state = "held" if hold is not None else "passed"
+                arrow = ">" if out else "<"
+                print(f"{time.time():.6f} {arrow}{describe(frame)} {len(frame)} {state}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+            if hold is not None and ike:
                 hold.frames.append((out, frame))
             else:
                 ends[out].send(frame)
@@ -129,6 +138,7 @@ class Wire:
     """The running wire process (see the module docstring)."""
 
     process: subprocess.Popen[str]
+    trace: Path
 
     def _line(self, timeout: float) -> str:
         assert self.process.stdout is not None
@@ -165,14 +175,17 @@ class Wire:
             self.process.wait(5)
 
 
-def start_wire(namespace: str, left: str, right: str) -> Wire:
-    """Starts the wire between two interfaces of `namespace` (`ip netns` name)."""
-    process = subprocess.Popen(
-        ["ip", "netns", "exec", namespace, sys.executable, "-m", "tests.interop.wire",
-         left, right],
-        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    wire = Wire(process)
+def start_wire(namespace: str, left: str, right: str, trace: Path) -> Wire:
+    """Starts the wire between two interfaces of `namespace` (`ip netns` name); the IKE
+    messages it sees are traced to the file `trace`."""
+    with trace.open("a") as trace_file:
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", namespace, sys.executable, "-m", "tests.interop.wire",
+             left, right],
+            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=trace_file,
+            text=True,
+        )  # fmt: skip
+    wire = Wire(process, trace)
     if wire._line(10) != "ready":
         wire.close()
         raise AssertionError("the wire did not start")
