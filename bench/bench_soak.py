@@ -58,13 +58,15 @@ def main() -> int:
                 f"{args.peers} peers up in {time.monotonic() - started:.1f} s; "
                 f"{args.cycles} cycles (every peer down, then up)"
             )
-            print(" cycle  s/cycle   fds a/b  RSS MiB a/b  if a/b routes a/b  IKE  Child")
-            first = last = run.snapshot()
+            print(" cycle  s/cycle   fds a/b  RSS KiB a/b    if a/b routes a/b  IKE  Child")
+            first = last = middle = run.snapshot()
             print(_row(0, [], first))
             for cycle in range(1, args.cycles + 1):
                 run.cycle()
                 if cycle == args.warmup:
                     first = run.snapshot()
+                if cycle == args.cycles // 2:
+                    middle = run.snapshot()
                 if cycle % args.every == 0 or cycle == args.cycles:
                     last = run.snapshot()
                     print(_row(cycle, run.cycle_seconds, last), flush=True)
@@ -79,9 +81,12 @@ def main() -> int:
     for side in ("a", "b"):
         before, after = getattr(first, side), getattr(last, side)
         growth = (after.rss_kib - before.rss_kib) * 100 / counted
+        half = getattr(middle, side).rss_kib
+        late = (after.rss_kib - half) * 100 / max(1, args.cycles - args.cycles // 2)
         print(
-            f"{side}: RSS {before.rss_kib} -> {after.rss_kib} KiB after warm-up "
-            f"({growth:+.0f} KiB per 100 cycles), fds {before.fds} -> {after.fds}, "
+            f"{side}: RSS {before.rss_kib} -> {half} -> {after.rss_kib} KiB after warm-up, "
+            f"half-way, end ({growth:+.0f} KiB per 100 cycles overall, {late:+.0f} in the "
+            f"second half), fds {before.fds} -> {after.fds}, "
             f"interfaces {before.interfaces} -> {after.interfaces}, "
             f"routes {before.routes} -> {after.routes}"
         )
