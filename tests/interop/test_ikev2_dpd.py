@@ -96,8 +96,8 @@ def test_charon_finds_a_killed_rbipsec_dead_and_the_tunnel_returns(
 
 @pytest.mark.parametrize("role", ROLES, ids=ROLE_IDS)
 def test_idle_tunnel_answers_liveness_checks_both_ways(interop: InteropLab, role: Role) -> None:
-    """Without traffic charon probes every second and rbipsec answers; rbipsec, hearing
-    charon's probes, has no reason to probe itself: nothing is torn down."""
+    """Without traffic both sides probe after a second of silence; a probe heard counts
+    as life, so which side probes varies.  Every probe is answered, nothing is torn down."""
     interop.establish(role, peer={"dpd_interval": 1, "dpd_retries": 1},
                       connection={"dpd_delay": 1, "child": {"dpd_action": "clear"}},
                       settings=FAST_RETRANSMIT)  # fmt: skip
@@ -107,8 +107,10 @@ def test_idle_tunnel_answers_liveness_checks_both_ways(interop: InteropLab, role
     assert peer["ike_sa"]["spi_i"] == first["ike_sa"]["spi_i"]
     assert peer["dpd"]["state"] == "ok" and peer["dpd"]["last_heard_ago"] < 2.5
     log = interop.sw.log_text()
-    probes = log.count("generating INFORMATIONAL request")
-    answered = log.count("parsed INFORMATIONAL response")
-    assert probes >= 2 and answered >= probes - 1, (probes, answered)  # one may be in flight
+    charon_probes = log.count("generating INFORMATIONAL request")
+    answered_by_rbipsec = log.count("parsed INFORMATIONAL response")
+    answered_by_charon = log.count("generating INFORMATIONAL response")
+    assert charon_probes + answered_by_charon >= 2, (charon_probes, answered_by_charon)
+    assert answered_by_rbipsec >= charon_probes - 1  # one may still be in flight
     assert "giving up" not in log
     assert interop.ping() == (3, 3)

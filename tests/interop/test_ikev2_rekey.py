@@ -82,24 +82,18 @@ def test_child_and_ike_rekey_under_ping_lose_nothing(
     assert interop.rb.status()["daemon"]["engine_errors"] == 0
 
 
-# charon's IKE SPIs all start with 0xff, so rbipsec's own are lower (255 times in 256): the
-# "duplicate" rule below then always picks rbipsec's old SA as initiator.
+# charon's IKE SPIs all start with 0xff, so rbipsec's own are lower (255 times in 256): a
+# rule keeping the IKE SA with the lowest initiator SPI keeps rbipsec's old one as
+# initiator.  rbipsec used to treat the make-before-break SA as a duplicate of the old one
+# and delete the one with the higher SPI, then lose the old one to charon's DELETE (fixed
+# in af0f0a2, found here).
 HIGH_SPIS = {"spi_mask": "0xff00000000000000", "spi_label": "0xff00000000000000"}
-REAUTH_BUG = (
-    "rbipsec bug: charon's make-before-break reauthentication builds a second IKE SA; "
-    "Ikev2Endpoint._on_up (core/ike/v2/endpoint.py) takes it for a simultaneous-initiation "
-    "duplicate and deletes the one with the higher initiator SPI, here the new one, then "
-    "charon deletes the old one: the tunnel is down until rbipsec re-establishes (~1 s)"
-)
 REAUTH_CASES = [
-    pytest.param(Role.INITIATOR, True, id="initiator-make-before-break",
-                 marks=pytest.mark.xfail(strict=True, reason=REAUTH_BUG)),
-    # as responder both IKE SAs have charon's SPIs: the new one is lost half of the time
-    pytest.param(Role.RESPONDER, True, id="responder-make-before-break",
-                 marks=pytest.mark.xfail(strict=False, reason=REAUTH_BUG)),
+    pytest.param(Role.INITIATOR, True, id="initiator-make-before-break"),
+    pytest.param(Role.RESPONDER, True, id="responder-make-before-break"),
     pytest.param(Role.INITIATOR, False, id="initiator-break-before-make"),
     pytest.param(Role.RESPONDER, False, id="responder-break-before-make"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("role", "make_before_break"), REAUTH_CASES)
