@@ -383,7 +383,7 @@ def test_psk_file_that_is_a_fifo_does_not_hang(tmp_path: Path) -> None:
             input=text,
             text=True,
             capture_output=True,
-            timeout=5,
+            timeout=3,
             check=False,
             cwd=Path(__file__).resolve().parents[2],
         )
