@@ -70,7 +70,9 @@ class Timing:
     rekey_margin: float = 0.1  # rekey at (1 - margin) x lifetime ...
     rekey_jitter: float = 0.05  # ... minus up to jitter x lifetime
     reestablish_backoff: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
-    delete_old_child_after: float = 0.0  # seconds the old SA lingers after a rekey
+    # Seconds an IKEv1 IPsec SA pair lingers after its replacement is up, for packets
+    # still in flight on it (IKEv2 deletes by exchange, make before break).
+    delete_old_child_after: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -347,6 +347,14 @@ class Ikev1Endpoint:
     def _on_up(self, sa: IsakmpSa, peer: _Peer, now: float) -> None:
         peer.failures = 0
         peer.retry_at = None
+        for pending in [s for s in peer.sas if s is not sa and s.initiator and s.replaces is None
+                        and s.state == SaState.CONNECTING and s.cky_r == ZERO_COOKIE]:
+            # Our own phase 1 never got an answer (its first packet was lost, or the peer
+            # was not listening yet) and the peer's came through: drop ours rather than
+            # let its retransmission build a duplicate ISAKMP SA, whose INITIAL-CONTACT
+            # would make the peer throw away the SA that just came up.
+            pending.destroy(DownReason.REPLACED, now, detail="the peer's ISAKMP SA came up")
+            self._collect(pending, now, peer)
         if peer.local is None:
             peer.local, peer.remote = sa.local, sa.remote
         others = [s for s in peer.sas if s is not sa and not s.gone and

@@ -177,6 +177,7 @@ def test_explicit_quick_mode_rekey() -> None:
     old = pair.a.of(ChildSaInstalled)[0].info
     assert pair.a.endpoint.rekey("peer", pair.now)
     pair.deliver()
+    pair.advance(2)  # the replaced pair lingers for Timing.delete_old_child_after
     new = pair.a.of(ChildSaInstalled)[1]
     assert new.outbound and new.replaces_spi_in == old.spi_in
     assert [e.spi_in for e in pair.a.of(ChildSaDeleted)] == [old.spi_in]
@@ -224,6 +225,7 @@ def test_explicit_phase1_rekey_then_quick_mode_rekey_on_the_new_sa() -> None:
     assert len(pair.a.of(IkeSaRekeyed)) == 1 and len(pair.b.of(IkeSaRekeyed)) == 1
     assert pair.a.endpoint.rekey("peer", pair.now)
     pair.deliver()
+    pair.advance(2)  # the replaced pair lingers for Timing.delete_old_child_after
     assert len(pair.a.of(ChildSaInstalled)) == 2 and len(pair.b.of(ChildSaDeleted)) == 1
     assert len(pair.a.of(ChildSaDeleted)) == 1
 
