@@ -176,7 +176,7 @@ class Glue:
             peer.name,
             event.info.spi_in,
             event.info.spi_out,
-            "" if event.outbound else " (outbound waits for the old SA's DELETE)",
+            "" if event.outbound else " (outbound once the peer confirms it)",
             event.info.encr,
             ", UDP-encapsulated" if event.info.encap else "",
             extra={"peer": peer.name},
