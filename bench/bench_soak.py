@@ -33,7 +33,7 @@ def _row(cycle: int, seconds: list[float], shot: soak.Snapshot) -> str:
     recent = statistics.median(seconds[-50:]) if seconds else 0.0
     return (
         f"{cycle:6d} {recent:8.3f} {shot.a.fds:5d}/{shot.b.fds:<5d} "
-        f"{shot.a.rss_kib // 1024:5d}/{shot.b.rss_kib // 1024:<5d} "
+        f"{shot.a.rss_kib:6d}/{shot.b.rss_kib:<6d} "
         f"{shot.a.interfaces:4d}/{shot.b.interfaces:<4d} {shot.a.routes:5d}/{shot.b.routes:<5d} "
         f"{shot.ike_sas:5d} {shot.child_sas:5d}"
     )
