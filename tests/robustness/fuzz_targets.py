@@ -62,8 +62,13 @@ def _deep_json(error: BaseException, target: str) -> bool:
     return target == "control" and isinstance(error, RecursionError)
 
 
+def _psk_file_directory(error: BaseException, target: str) -> bool:
+    return target == "config" and isinstance(error, IsADirectoryError)
+
+
 KNOWN: dict[str, Callable[[BaseException, str], bool]] = {
     "control: deeply nested JSON raises RecursionError (bug 1)": _deep_json,
+    "config: a psk_file naming a directory raises IsADirectoryError (bug 2)": (_psk_file_directory),
 }
 
 

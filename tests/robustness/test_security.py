@@ -136,6 +136,45 @@ def test_control_socket_in_an_open_directory_still_refuses_other_users(
     assert asyncio.run(scenario()) == "EACCES"
 
 
+def test_hostile_control_lines_do_not_stop_the_server(open_directory: Path) -> None:
+    """Garbage, a line over the limit and deeply nested JSON on one connection each: the
+    server keeps answering everyone else (the nested line gets no answer: bug 1)."""
+    path = open_directory / "control.sock"
+    hostile = [
+        b"\xff\xfe garbage\n",
+        b"[" * 100_000 + b"\n",
+        b"x" * (1 << 20) + b"yy\n",
+        b'{"cmd": "ping", "id": {"a": 1}}\n',
+    ]
+
+    def exchange(line: bytes) -> bytes:
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.settimeout(5)
+        try:
+            client.connect(str(path))
+            client.sendall(line)
+            client.shutdown(socket.SHUT_WR)
+            return client.recv(4096)
+        except OSError:
+            return b""
+        finally:
+            client.close()
+
+    async def scenario() -> list[bytes]:
+        server = ControlServer(str(path), _Handler())
+        await server.start()
+        try:
+            answers = [await asyncio.to_thread(exchange, line) for line in hostile]
+            answers.append(await asyncio.to_thread(exchange, b'{"id": 7, "cmd": "ping"}\n'))
+        finally:
+            await server.close()
+        return answers
+
+    *to_hostile, last = asyncio.run(scenario())
+    assert json.loads(last) == {"id": 7, "ok": True, "result": {"pong": True}}
+    assert all(b'"ok":false' in to_hostile[i] for i in (0, 2, 3)), to_hostile
+
+
 # -- secrets never shown ------------------------------------------------------------------
 class _Capture(logging.Handler):
     def __init__(self) -> None:
