@@ -58,8 +58,15 @@ def lab(tmp_path: Path) -> Iterator[NetLab]:
         print("\n".join(f"--- {d.name} ---\n{d.log()[-5000:]}" for d in netlab.daemons))
 
 
-def _configs(lab: NetLab, retries: int) -> tuple[str, str]:
-    common = {"dpd_interval": 1, "dpd_retries": retries, "interface": "ipsec1"}
+def _configs(lab: NetLab, retries: int, version: int = 2) -> tuple[str, str]:
+    common: dict[str, object] = {
+        "dpd_interval": 1,
+        "dpd_retries": retries,
+        "interface": "ipsec1",
+        "ike_version": version,
+    }
+    if version == 1:
+        common["ike_proposals"] = ["aes256-sha256-modp2048"]
     a = global_section(lab.workdir / "a.sock", log_level="info") + peer_section(
         name="tob", local_address=A, remote_address=B, address="10.0.0.1/30", **common
     )
@@ -69,9 +76,9 @@ def _configs(lab: NetLab, retries: int) -> tuple[str, str]:
     return a, b
 
 
-def _run(lab: NetLab, retries: int) -> dict[str, Any]:
+def _run(lab: NetLab, retries: int, version: int = 2) -> dict[str, Any]:
     """Start both daemons, run idle then with traffic; returns the figures."""
-    config_a, config_b = _configs(lab, retries)
+    config_a, config_b = _configs(lab, retries, version)
     b = lab_daemon(lab, "b", config_b, timing=TIMING, lifetimes=LIFETIMES).start()
     a = lab_daemon(lab, "a", config_a, timing=TIMING, lifetimes=LIFETIMES).start()
     logs = {"a": EventLog(a.socket), "b": EventLog(b.socket)}
@@ -149,3 +156,17 @@ def test_reordering_with_loss(lab: NetLab) -> None:
     print(counters)
     assert counters.get("held", 0) > 50
     _check(lab, figures, 10)
+
+
+def test_ikev1_loss_and_duplicates(lab: NetLab) -> None:
+    """IKEv1 (main mode, RFC 3706 DPD) through 10 % loss each way and 10 % duplicates."""
+    lab.namespace("a")
+    lab.namespace("b")
+    lab.link("a", f"{A}/24", "b", f"{B}/24", "outer0", "outer0")
+    with impair(lab, "a", "outer0", drop=10, duplicate=10, peer=B):
+        figures = _run(lab, 5, version=1)
+    print(figures)
+    assert figures["peer_dead"] == 0 and figures["engine_errors"] == 0, figures
+    assert figures["child_installed"] >= 2 * 3, figures  # quick mode rekeys
+    assert figures["dpd_probes"] > 0
+    assert lab.ping("a", "10.0.0.2", count=5, interval=0.1) == (5, 5)
