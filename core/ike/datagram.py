@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.ike.events import Address
+from core.ike.events import Address, IkeEvent
 
 
 @dataclass(frozen=True)
@@ -14,3 +14,19 @@ class Datagram:
     data: bytes
     local: Address
     remote: Address
+
+
+class Outputs:
+    """What a sans-IO IKE object hands back: datagrams to send and events.  Subclasses
+    fill `datagrams` and `events`; the daemon takes them with the `pop_*` calls."""
+
+    datagrams: list[Datagram]
+    events: list[IkeEvent]
+
+    def pop_datagrams(self) -> list[Datagram]:
+        out, self.datagrams = self.datagrams, []
+        return out
+
+    def pop_events(self) -> list[IkeEvent]:
+        out, self.events = self.events, []
+        return out

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from core.crypto.random import RandomSource
 from core.errors import DecodeError
+from core.ike.datagram import Outputs
 from core.ike.events import (
     Address,
     DownReason,
@@ -64,7 +65,7 @@ def uses_aggressive_mode(policy: PeerPolicy) -> bool:
         policy.remote_address is None
 
 
-class Ikev1Endpoint:
+class Ikev1Endpoint(Outputs):
     def __init__(self, policies: Iterable[PeerPolicy], rng: RandomSource, *,
                  max_half_open: int = MAX_HALF_OPEN) -> None:
         self.rng = rng
@@ -429,14 +430,6 @@ class Ikev1Endpoint:
     def _log(self, peer: str, level: str, message: str) -> None:
         self.events.append(LogMessage(peer, level, message))
 
-    # ------------------------------------------------------------------ outputs -----
-    def pop_datagrams(self) -> list[Datagram]:
-        out, self.datagrams = self.datagrams, []
-        return out
-
-    def pop_events(self) -> list[IkeEvent]:
-        out, self.events = self.events, []
-        return out
 
     @property
     def half_open_count(self) -> int:

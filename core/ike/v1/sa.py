@@ -19,7 +19,7 @@ from core.crypto.ikev1 import CbcCipher, Ikev1Prf, Phase1Keys, phase2_iv
 from core.crypto.random import RandomSource
 from core.errors import DecodeError
 from core.ike.constants import NAT_KEEPALIVE, NAT_T_PORT, NON_ESP_MARKER
-from core.ike.datagram import Datagram
+from core.ike.datagram import Datagram, Outputs
 from core.ike.events import (
     Address,
     ChildSaDeleted,
@@ -71,7 +71,7 @@ class Retransmit:
     max_sends: int
 
 
-class IsakmpSa:
+class IsakmpSa(Outputs):
     def __init__(self, policy: PeerPolicy, *, initiator: bool, cky_i: bytes, cky_r: bytes,
                  local: Address, remote: Address, rng: RandomSource, now: float,
                  aggressive: bool) -> None:
@@ -485,13 +485,6 @@ class IsakmpSa:
     def log(self, level: str, message: str) -> None:
         self.events.append(LogMessage(self.name, level, message))
 
-    def pop_datagrams(self) -> list[Datagram]:
-        out, self.datagrams = self.datagrams, []
-        return out
-
-    def pop_events(self) -> list[IkeEvent]:
-        out, self.events = self.events, []
-        return out
 
 
 def reason_of(error: IsakmpError) -> DownReason:

@@ -18,7 +18,7 @@ from core.crypto.proposals import ProposalSpec
 from core.crypto.random import RandomSource
 from core.errors import DecodeError
 from core.ike.constants import ExchangeType, NotifyType, PayloadType, ProtocolId
-from core.ike.datagram import Datagram
+from core.ike.datagram import Datagram, Outputs
 from core.ike.errors import IkeError, UnsupportedCriticalPayload
 from core.ike.events import (
     Address,
@@ -63,7 +63,7 @@ def _has_other_established(peer: _Peer, sa: IkeSa) -> bool:
     return any(s is not sa and s.is_established for s in peer.sas)
 
 
-class Ikev2Endpoint:
+class Ikev2Endpoint(Outputs):
     def __init__(self, policies: Iterable[PeerPolicy], rng: RandomSource, *,
                  cookie_threshold: int = COOKIE_THRESHOLD,
                  max_half_open: int = MAX_HALF_OPEN) -> None:
@@ -449,14 +449,6 @@ class Ikev2Endpoint:
     def _log(self, peer: str, level: str, message: str) -> None:
         self.events.append(LogMessage(peer, level, message))
 
-    # ------------------------------------------------------------------ outputs -----
-    def pop_datagrams(self) -> list[Datagram]:
-        out, self.datagrams = self.datagrams, []
-        return out
-
-    def pop_events(self) -> list[IkeEvent]:
-        out, self.events = self.events, []
-        return out
 
     @property
     def half_open_count(self) -> int:

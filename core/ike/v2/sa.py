@@ -29,6 +29,7 @@ from core.ike.constants import (
     ProtocolId,
 )
 from core.ike.datagram import Datagram as Datagram  # re-exported for callers
+from core.ike.datagram import Outputs
 from core.ike.errors import IkeError
 from core.ike.events import (
     Address,
@@ -70,7 +71,7 @@ class _Deferred:
     task: Task = field(compare=False)
 
 
-class IkeSa:
+class IkeSa(Outputs):
     """One IKE SA generation.  A rekey creates a successor `IkeSa` (see `spawned`)."""
 
     def __init__(
@@ -604,14 +605,6 @@ class IkeSa:
     def log(self, level: str, message: str) -> None:
         self.events.append(LogMessage(self.name, level, message))
 
-    # ------------------------------------------------------------------ outputs -----
-    def pop_datagrams(self) -> list[Datagram]:
-        out, self.datagrams = self.datagrams, []
-        return out
-
-    def pop_events(self) -> list[IkeEvent]:
-        out, self.events = self.events, []
-        return out
 
 
 class Unauthenticated(PeerError):
