@@ -393,7 +393,8 @@ def test_psk_file_missing_is_refused(tmp_path: Path) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="bug 2: a psk_file naming a directory raises IsADirectoryError out of the config "
-    "loader (os.fdopen refuses a directory before the S_ISREG check): `rbipsec daemon` dies "
+    "loader (read_private_file in core/config/rules.py: os.fdopen refuses a directory before "
+    "the S_ISREG check; TSIG key files go the same way): `rbipsec daemon` dies "
     "with a traceback and a config-validate request loses its connection instead of "
     "getting the problem list",
 )
@@ -405,7 +406,8 @@ def test_psk_file_that_is_a_directory_is_a_config_problem(tmp_path: Path) -> Non
 
 @pytest.mark.xfail(
     strict=True,
-    reason="bug 3: read_psk_file opens the path with a blocking open() before checking that "
+    reason="bug 3: read_private_file (core/config/rules.py) opens the path with a blocking "
+    "open() before checking that "
     "it is a regular file: a psk_file naming a FIFO hangs the loader (and the daemon's "
     "event loop on reload or config-validate) until something writes to it",
 )
