@@ -139,12 +139,13 @@ def read_psk_file(file: Path) -> Secret:
 def read_private_file(file: Path) -> bytes:
     """The bytes of a regular file that only its owner may read; ValueError says why not."""
     try:
-        descriptor = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it).
+        descriptor = os.open(file, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as error:
         raise ValueError(f"cannot read {show(str(file))}: {error.strerror}") from None
-    with os.fdopen(descriptor, "rb") as handle:
-        status = os.fstat(handle.fileno())
-        if not stat.S_ISREG(status.st_mode):
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):  # before fdopen, which refuses a directory
             raise ValueError(f"{show(str(file))} is not a regular file")
         mode = stat.S_IMODE(status.st_mode)
         if mode & 0o077:
@@ -152,8 +153,10 @@ def read_private_file(file: Path) -> bytes:
                 f"{show(str(file))} has mode {mode:04o}: group and others must have no access "
                 "(chmod 600)"
             )
-        try:
-            data = handle.read()
-        except OSError as error:
-            raise ValueError(f"cannot read {show(str(file))}: {error.strerror}") from None
-    return data
+        with os.fdopen(os.dup(descriptor), "rb") as handle:
+            try:
+                return handle.read()
+            except OSError as error:
+                raise ValueError(f"cannot read {show(str(file))}: {error.strerror}") from None
+    finally:
+        os.close(descriptor)

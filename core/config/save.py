@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import fcntl
 import ipaddress
 import os
 import stat
@@ -44,9 +45,14 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         status: os.stat_result | None = os.stat(target)
     except FileNotFoundError:
         status = None
+    _remove_dead_writers_files(target)
     descriptor, temporary = tempfile.mkstemp(
         prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
     )
+    # Locked until the file is renamed or removed: a temporary file that nobody holds a
+    # lock on belongs to a writer that died (SIGKILL) and is removed by the next save.
+    lock = os.dup(descriptor)
+    fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(text.encode("utf-8"))
@@ -61,11 +67,30 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+    finally:
+        os.close(lock)
     directory = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _remove_dead_writers_files(target: Path) -> None:
+    for leftover in target.parent.glob(f".{target.name}.*.tmp"):
+        try:
+            descriptor = os.open(leftover, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live writer holds it
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+        finally:
+            os.close(descriptor)
 
 
 def save_text(path: str | os.PathLike[str], text: str) -> Config:

@@ -433,6 +433,12 @@ class Daemon:
         peer.setup_error = None
         peer.policy = policy
         peer.local_ip, peer.remote_ip = local, remote
+        if policy.ike_version == 1 and policy.exchange_mode == "aggressive":
+            log.warning(
+                "peer %s: IKEv1 aggressive mode with a pre-shared key: anyone who captures "
+                "one exchange can attack the PSK offline; use a long random PSK, or IKEv2",
+                peer.name, extra={"peer": peer.name},
+            )
         self._guard(lambda: engine.add_peer(policy))
         if remote is not None and initiate:
             self._guard(lambda: self._connect(peer))

@@ -15,8 +15,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from core.config.save import save_text
 
 KILLS = int(os.environ.get("RBIPSEC_KILLS", "150"))
@@ -124,13 +122,6 @@ def test_a_writer_killed_before_the_rename_keeps_the_old_file(tmp_path: Path) ->
     assert leftover.read_text() == NEW
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug 5: temporary files of killed writers pile up: atomic_write_text "
-    "(core/config/save.py) never removes `.config.toml.*.tmp` files left by an earlier "
-    "writer that died before its rename, so each kill leaves one more (with the PSKs "
-    "inside, mode 0600)",
-)
 def test_temporary_files_of_killed_writers_do_not_pile_up(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     save_text(path, OLD)

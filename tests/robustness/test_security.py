@@ -390,27 +390,12 @@ def test_psk_file_missing_is_refused(tmp_path: Path) -> None:
         load_text(_config_with_psk_file(tmp_path, "none.psk"), "c.toml", tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug 2: a psk_file naming a directory raises IsADirectoryError out of the config "
-    "loader (read_private_file in core/config/rules.py: os.fdopen refuses a directory before "
-    "the S_ISREG check; TSIG key files go the same way): `rbipsec daemon` dies "
-    "with a traceback and a config-validate request loses its connection instead of "
-    "getting the problem list",
-)
 def test_psk_file_that_is_a_directory_is_a_config_problem(tmp_path: Path) -> None:
     (tmp_path / "dir.psk").mkdir(mode=0o700)
     with pytest.raises(ConfigError, match="not a regular file"):
         load_text(_config_with_psk_file(tmp_path, "dir.psk"), "c.toml", tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug 3: read_private_file (core/config/rules.py) opens the path with a blocking "
-    "open() before checking that "
-    "it is a regular file: a psk_file naming a FIFO hangs the loader (and the daemon's "
-    "event loop on reload or config-validate) until something writes to it",
-)
 def test_psk_file_that_is_a_fifo_does_not_hang(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo.psk", 0o600)
     text = _config_with_psk_file(tmp_path, "fifo.psk")
@@ -495,12 +480,6 @@ def _snapshot(pair: Any) -> tuple[Any, ...]:
 
 
 # -- aggressive mode ---------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap 4: an IKEv1 aggressive mode peer with a PSK loads without any warning; "
-    "aggressive mode sends a hash an eavesdropper can attack offline (the PSK's strength "
-    "is all that protects it).  Neither the config loader nor the daemon says so.",
-)
 def test_aggressive_mode_with_a_psk_is_warned_about(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -66,7 +66,7 @@ def decode_request(line: bytes) -> Request:
     """Parse and check one request line; raises ProtocolError with a clear message."""
     try:
         value = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise ProtocolError(f"malformed JSON: {error}") from None
     if not isinstance(value, dict):
         raise ProtocolError("a request must be a JSON object")
@@ -116,7 +116,7 @@ def decode_line(line: bytes) -> JsonDict:
     """A response or event line as the client reads it; raises ProtocolError."""
     try:
         value = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise ProtocolError(f"the daemon sent malformed JSON: {error}") from None
     if not isinstance(value, dict):
         raise ProtocolError("the daemon sent something other than a JSON object")
