@@ -233,8 +233,12 @@ class Charon:
     def __init__(
         self, netns: Netns, name: str, connections: Sequence[Connection],
         settings: CharonSettings | None = None, tun: TunSetup | None = None,
+        block_listings: bool = False,
     ) -> None:  # fmt: skip
+        """`block_listings`: `list_sas` waits for IKE_SAs charon is busy with instead of
+        leaving them out of the answer (vici's `noblock`), so counts are exact."""
         self.netns = netns
+        self.block_listings = block_listings
         self.name = name
         self.connections = list(connections)
         self.settings = settings or CharonSettings()
@@ -419,8 +423,9 @@ class Charon:
         message.update({key: value for key, value in (("ike", ike), ("child", child)) if value})
         self._checked("rekey", message)
 
-    def list_sas(self, ike: str | None = None) -> list[IkeSaInfo]:
-        message: dict[str, Any] = {"noblock": "yes"}
+    def list_sas(self, ike: str | None = None, *, block: bool | None = None) -> list[IkeSaInfo]:
+        blocking = self.block_listings if block is None else block
+        message: dict[str, Any] = {"noblock": "no" if blocking else "yes"}
         if ike is not None:
             message["ike"] = ike
         with ViciClient(str(self.vici_socket)) as client:

@@ -202,7 +202,8 @@ class InteropLab:
         # charon keeps a rekeyed inbound SA 5 s by default; 1 s keeps the suite fast.
         settings = replace(settings, extra={"delete_rekeyed_delay": "1", **settings.extra})
         tun = TunSetup((f"{SW_INNER}/32",), (f"{RB_INNER}/32",))
-        charon = Charon(Netns(self.netlab.namespaces["s"]), "sw", [connection], settings, tun)
+        charon = Charon(Netns(self.netlab.namespaces["s"]), "sw", [connection], settings, tun,
+                        block_listings=True)  # fmt: skip
         self.charons.append(charon)
         charon.start()
         self.charon = charon

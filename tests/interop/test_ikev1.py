@@ -1,5 +1,6 @@
 """IKEv1 against strongSwan: main mode, aggressive mode with FQDN IDs, quick mode rekeys
-under ping, RFC 3706 DPD and NAT-T, rbipsec in both roles.
+under ping (also crossing), RFC 3706 DPD, NAT-T and phase 1 replacement, rbipsec in both
+roles.
 
 As responder in main mode rbipsec is passive with charon's fixed address (main mode
 identifies peers by address, so a "dynamic" peer needs aggressive mode); in aggressive
@@ -24,6 +25,7 @@ from tests.interop.rbipsec_lab import (
     InteropLab,
     Role,
     check_established,
+    simultaneously,
 )
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.strongswan]
@@ -55,10 +57,12 @@ def _settings(interop: InteropLab, role: Role, aggressive: bool) -> tuple[Settin
 
 
 def establish_v1(interop: InteropLab, role: Role, aggressive: bool,
-                 connection_extra: Settings | None = None) -> None:  # fmt: skip
+                 connection_extra: Settings | None = None,
+                 peer_extra: Settings | None = None) -> None:  # fmt: skip
     _skip_unless_wired(None)
     peer, connection = _settings(interop, role, aggressive)
     connection.update(connection_extra or {})
+    peer.update(peer_extra or {})
     interop.start_charon(interop.connection(role, **connection))
     interop.start_rbipsec(role, **peer)
     _skip_unless_wired(interop)
@@ -190,3 +194,101 @@ def test_nat_traversal_through_a_masquerading_router(interop_nat: InteropLab) ->
         assert status["nat"]["local_behind_nat"] and sa.raw.get("nat-remote") == "yes"
     else:
         assert status["nat"]["remote_behind_nat"] and sa.raw.get("nat-local") == "yes"
+
+
+def _agreed_pairs(interop: InteropLab) -> set[tuple[str, str]] | None:
+    """rbipsec's Child SAs (spi_in, spi_out) when charon holds exactly the mirror image."""
+    ours = {(c["spi_in"], c["spi_out"]) for c in interop.rb_peer()["child_sas"]}
+    theirs = {(c.spi_out, c.spi_in) for c in interop.sw.child_sas(CHILD)
+              if c.state in ("INSTALLED", "REKEYED")}  # fmt: skip
+    return ours if ours == theirs else None
+
+
+@pytest.mark.parametrize("role", ROLES, ids=ROLE_IDS)
+def test_simultaneous_quick_mode_rekeys_agree(interop_wired: InteropLab, role: Role) -> None:
+    """Both sides rekey the IPsec SA at once, their quick modes crossing (the lab's wire):
+    IKEv1 has no collision rule, so both new SAs stay; both sides must hold the same set,
+    traffic must keep flowing, and nothing is lost."""
+    interop = interop_wired
+    assert interop.wire is not None
+    establish_v1(interop, role, aggressive=role is Role.RESPONDER)
+    before = _agreed_pairs(interop)
+    assert before is not None
+    with interop.pinging() as ping:
+        with interop.wire.crossing():
+            simultaneously(lambda: interop.rb.request("rekey", peer=PEER),
+                           lambda: interop.sw.rekey(child=CHILD))  # fmt: skip
+        wait_until(lambda: (_agreed_pairs(interop) or before) - before != set(), 10,
+                   "both sides to agree on the new IPsec SAs")  # fmt: skip
+    assert ping.lost == 0, ping.losses()
+    pairs = _agreed_pairs(interop)
+    assert pairs is not None and len(pairs - before) == 2, pairs  # one from each quick mode
+
+
+PHASE1_BUG = (
+    "rbipsec bug: when the peer replaces its ISAKMP SA (strongSwan's IKEv1 rekey is a new "
+    "phase 1), rbipsec waits for the peer to delete the old one (Ikev1Endpoint._take_over: "
+    "'the peer deletes what it replaces'); strongSwan leaves that to the responder, which "
+    "deletes it 10 s later, so both keep the old ISAKMP SA until it expires"
+)
+
+
+AGGRESSIVE_RACE_BUG = (
+    "rbipsec bug: replacing its ISAKMP SA by aggressive mode, rbipsec deletes the old one "
+    "right after its last aggressive mode message (Ikev1Endpoint._take_over -> "
+    "_retire(delete=True)); a peer that handles the DELETE first (charon is multi-threaded; "
+    "here the wire swaps the two) deletes the old SA with its IPsec SAs before the new "
+    "phase 1 could adopt them, and traffic stops"
+)
+PHASE1_CASES = [
+    pytest.param(Role.INITIATOR, "rbipsec", id="initiator-rbipsec"),
+    # aggressive mode: the DELETE may overtake the last message (see the test below)
+    pytest.param(Role.RESPONDER, "rbipsec", id="responder-rbipsec",
+                 marks=pytest.mark.xfail(strict=False, reason="sometimes: " + AGGRESSIVE_RACE_BUG)),
+    pytest.param(Role.INITIATOR, "strongswan", id="initiator-strongswan",
+                 marks=pytest.mark.xfail(strict=True, reason=PHASE1_BUG)),
+    pytest.param(Role.RESPONDER, "strongswan", id="responder-strongswan",
+                 marks=pytest.mark.xfail(strict=True, reason=PHASE1_BUG)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("role", "side"), PHASE1_CASES)
+def test_phase1_replacement_leaves_one_isakmp_sa(
+    interop: InteropLab, role: Role, side: str
+) -> None:
+    """A new phase 1 replaces the ISAKMP SA; the IPsec SAs move over without a lost ping
+    and, within strongSwan's 10 s, one ISAKMP SA is left on each side."""
+    establish_v1(interop, role, aggressive=role is Role.RESPONDER)
+    old = interop.rb_peer()["ike_sa"]["spi_i"]
+    with interop.pinging() as ping:
+        if side == "rbipsec":
+            interop.rb.request("rekey", peer=PEER, ike=True)
+        else:
+            interop.sw.rekey(ike=CONN)
+        wait_until(lambda: interop.rb_peer()["ike_sa"]["spi_i"] != old, 10, "the new phase 1")
+    assert ping.lost == 0, ping.losses()
+    assert _installed_pair(interop) is not None
+    wait_until(lambda: len(interop.sw.list_sas(CONN)) == 1, 12, "one ISAKMP SA on charon")
+    (sa,) = interop.sw.list_sas(CONN)
+    assert sa.spi_i == interop.rb_peer()["ike_sa"]["spi_i"]
+
+
+@pytest.mark.xfail(strict=True, reason=AGGRESSIVE_RACE_BUG, raises=AssertionError)
+def test_aggressive_mode_replacement_survives_its_delete_arriving_first(
+    interop_wired: InteropLab,
+) -> None:
+    """rbipsec replaces its aggressive mode ISAKMP SA; its last aggressive mode message
+    reaches charon after whatever rbipsec sends next.  The IPsec SAs must survive."""
+    interop = interop_wired
+    assert interop.wire is not None
+    # no DPD probe may come between the two messages
+    establish_v1(interop, Role.RESPONDER, aggressive=True, peer_extra={"dpd_interval": 30})
+    old = interop.rb_peer()["ike_sa"]["spi_i"]
+    with interop.pinging() as ping:
+        with interop.wire.swapping(skip=1, timeout=1.5) as swapped:  # skip the first message
+            interop.rb.request("rekey", peer=PEER, ike=True)
+        wait_until(lambda: interop.rb_peer()["ike_sa"]["spi_i"] != old, 10, "the new phase 1")
+    # the third aggressive mode message waited for the next message (the DELETE) or 1.5 s
+    assert swapped[0].startswith("4-"), swapped
+    assert ping.lost == 0, ping.losses()
+    assert _installed_pair(interop) is not None

@@ -20,6 +20,9 @@ right end), `describe()`, frame length, held or passed.
 Driven over stdin/stdout, one line each:
     arm SECONDS   -> "armed"; later "released N MESSAGES both" (or "... timeout"), the
                      messages as `>` (towards the right end) or `<` and `describe()`
+    swap SECONDS SKIP -> "armed"; after SKIP IKE messages towards the right end passed,
+                     the next one waits until the one after it passed (or SECONDS):
+                     "swapped FIRST,SECOND|timeout"
     quit          -> the process exits
 """
 
@@ -81,6 +84,15 @@ def without_udp_checksum(frame: bytes) -> bytes:
 
 
 @dataclass
+class Swap:
+    """The next IKE message towards the right end is held until the one after it passed."""
+
+    deadline: float
+    skip: int = 0  # IKE messages towards the right end that pass first
+    held: bytes | None = None
+
+
+@dataclass
 class Hold:
     deadline: float
     frames: list[tuple[int, bytes]] = field(default_factory=list)  # (out side, frame)
@@ -97,6 +109,7 @@ def run_wire(left: str, right: str) -> int:
         ends.append(end)
     print("ready", flush=True)
     hold: Hold | None = None
+    swap: Swap | None = None
     while True:
         readable, _, _ = select.select([*ends, sys.stdin], [], [], 0.02)
         for index, end in enumerate(ends):
@@ -115,6 +128,17 @@ def run_wire(left: str, right: str) -> int:
                       file=sys.stderr, flush=True)  # fmt: skip
             if hold is not None and ike:
                 hold.frames.append((out, frame))
+            elif swap is not None and ike and out == 1 and swap.skip:
+                swap.skip -= 1
+                ends[out].send(frame)
+            elif swap is not None and ike and out == 1:
+                if swap.held is None:
+                    swap.held = frame
+                    continue
+                ends[out].send(frame)
+                ends[out].send(swap.held)
+                print(f"swapped {describe(swap.held)},{describe(frame)}", flush=True)
+                swap = None
             else:
                 ends[out].send(frame)
         if hold is not None and (hold.complete() or time.monotonic() > hold.deadline):
@@ -124,12 +148,21 @@ def run_wire(left: str, right: str) -> int:
             held = ",".join(f"{'>' if out else '<'}{describe(f)}" for out, f in hold.frames)
             print(f"released {len(hold.frames)} {held} {outcome}", flush=True)
             hold = None
+        if swap is not None and time.monotonic() > swap.deadline:
+            if swap.held is not None:
+                ends[1].send(swap.held)
+            print(f"swapped {describe(swap.held) if swap.held else 'nothing'},timeout",
+                  flush=True)  # fmt: skip
+            swap = None
         if sys.stdin in readable:
             command = sys.stdin.readline().split()
             if not command or command[0] == "quit":
                 return 0
             if command[0] == "arm":
                 hold = Hold(time.monotonic() + float(command[1]))
+                print("armed", flush=True)
+            elif command[0] == "swap":
+                swap = Swap(time.monotonic() + float(command[1]), int(command[2]))
                 print("armed", flush=True)
 
 
@@ -164,6 +197,19 @@ class Wire:
             f"the IKE messages did not cross: {line or 'no answer from the wire'}"
         )
         released.extend(line.split()[2].split(","))
+
+    @contextlib.contextmanager
+    def swapping(self, skip: int = 0, timeout: float = 5.0) -> Iterator[list[str]]:
+        """After `skip` IKE messages towards the right end (charon), the next two arrive
+        in reverse order; the list it yields receives "FIRST,SECOND" as they were sent
+        (or "FIRST,timeout")."""
+        self._say(f"swap {timeout} {skip}")
+        assert self._line(5) == "armed", "the wire did not arm"
+        swapped: list[str] = []
+        yield swapped
+        line = self._line(timeout + 5)
+        assert line.startswith("swapped"), f"the wire did not swap: {line or 'no answer'}"
+        swapped.extend(line.split()[1].split(","))
 
     def close(self) -> None:
         with contextlib.suppress(OSError, ValueError):
