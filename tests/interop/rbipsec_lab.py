@@ -2,9 +2,12 @@
 
 The namespaces, links and the daemon come from the daemon's own end-to-end lab
 (`tests.integration.netlab`: `NetLab`, `DaemonProcess`); charon comes from this package's
-harness.  Two topologies:
+harness.  Three topologies:
 
     direct:      r 198.51.100.1 ---- 198.51.100.2 s
+    wired:       r 198.51.100.1 ---- m ---- 198.51.100.2 s
+                 (m's only link between its two ends is the `wire` process, which can
+                 make IKE requests cross: tests/interop/wire.py)
     behind NAT:  inside 203.0.113.2 ---- nat ---- 198.51.100.2 outside
                  (the router masquerades to ports 20000-20999)
 
