@@ -22,7 +22,7 @@ class BufferReadError(DecodeError):
 class Buffer:
     """Reads (`pull_*`) from given bytes or writes (`push_*`) into a growing buffer."""
 
-    __slots__ = ("_data", "_pos", "_end", "_out")
+    __slots__ = ("_data", "_end", "_out", "_pos")
 
     def __init__(self, data: bytes = b"", *, start: int = 0, end: int | None = None) -> None:
         self._data = memoryview(data)
