@@ -133,8 +133,12 @@ def test_child_and_ike_rekey_keep_the_tunnel(
     charon_b.rekey(ike="gw")
     assert wait_until(lambda: [sa.uniqueid for sa in charon_b.list_sas()] not in
                       ([old_ike.uniqueid], []), 5)  # fmt: skip
-    (new_ike,) = charon_a.list_sas()
-    assert new_ike.state == "ESTABLISHED" and len(new_ike.installed) == 1
+    # The other charon drops its old IKE SA a moment later: wait for one SA there too.
+    def one_settled_sa() -> bool:
+        sas = charon_a.list_sas()
+        return len(sas) == 1 and sas[0].state == "ESTABLISHED" and len(sas[0].installed) == 1
+
+    assert wait_until(lambda: one_settled_sa() or None, 5), charon_a.diagnostics()
     assert netns_pair[0].ping(INNER_B, source=INNER_A, count=2, interval=0.05)
 
 
