@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.ike.constants import NAT_T_PORT, NON_ESP_MARKER
 from core.ike.events import Address, IkeEvent
 
 
@@ -14,6 +15,12 @@ class Datagram:
     data: bytes
     local: Address
     remote: Address
+
+
+def on_wire(message: bytes, local: Address) -> bytes:
+    """The UDP payload for an IKE message sent from `local`: on port 4500 the non-ESP
+    marker goes in front (RFC 3948 2.2), on port 500 nothing does."""
+    return NON_ESP_MARKER + message if local.port == NAT_T_PORT else message
 
 
 class Outputs:

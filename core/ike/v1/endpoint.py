@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from core.crypto.random import RandomSource
 from core.errors import DecodeError
-from core.ike.datagram import Outputs
+from core.ike.datagram import Outputs, on_wire
 from core.ike.events import (
     Address,
     DownReason,
@@ -263,15 +263,11 @@ class Ikev1Endpoint(Outputs):
 
     def _refuse(self, header: Header, kind: NotifyType, local: Address,
                 remote: Address) -> None:
-        from core.ike.constants import NAT_T_PORT, NON_ESP_MARKER
 
         message = Message(header.cky_i, ZERO_COOKIE, ExchangeType.INFORMATIONAL,
                           int.from_bytes(self.rng.bytes(4), "big"),
                           [(PayloadType.NOTIFY, NotifyPayload(kind, ProtocolId.ISAKMP))])
-        raw = encode_message(message)
-        if local.port == NAT_T_PORT:
-            raw = NON_ESP_MARKER + raw
-        self.datagrams.append(Datagram(raw, local, remote))
+        self.datagrams.append(Datagram(on_wire(encode_message(message), local), local, remote))
 
     # ------------------------------------------------------------------ timers ------
     def next_timer(self) -> float | None:

@@ -18,8 +18,8 @@ from typing import Protocol
 from core.crypto.ikev1 import CbcCipher, Ikev1Prf, Phase1Keys, phase2_iv
 from core.crypto.random import RandomSource
 from core.errors import DecodeError
-from core.ike.constants import NAT_KEEPALIVE, NAT_T_PORT, NON_ESP_MARKER
-from core.ike.datagram import Datagram, Outputs
+from core.ike.constants import NAT_KEEPALIVE, NAT_T_PORT
+from core.ike.datagram import Datagram, Outputs, on_wire
 from core.ike.events import (
     Address,
     ChildSaDeleted,
@@ -217,7 +217,7 @@ class IsakmpSa(Outputs):
 
     # ------------------------------------------------------------------ sending -----
     def emit(self, message: bytes, now: float) -> None:
-        wire = NON_ESP_MARKER + message if self.local.port == NAT_T_PORT else message
+        wire = on_wire(message, self.local)
         self.datagrams.append(Datagram(wire, self.local, self.remote))
         self.last_sent = now
 

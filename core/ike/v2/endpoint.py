@@ -18,7 +18,7 @@ from core.crypto.proposals import ProposalSpec
 from core.crypto.random import RandomSource
 from core.errors import DecodeError
 from core.ike.constants import ExchangeType, NotifyType, PayloadType, ProtocolId
-from core.ike.datagram import Datagram, Outputs
+from core.ike.datagram import Datagram, Outputs, on_wire
 from core.ike.errors import IkeError, UnsupportedCriticalPayload
 from core.ike.events import (
     Address,
@@ -314,12 +314,7 @@ class Ikev2Endpoint(Outputs):
                            is_response=True, message_id=0,
                            payloads=[(PayloadType.NOTIFY,
                                       NotifyPayload(ProtocolId.NONE, b"", kind, data))])
-        raw = encode_message(response)
-        from core.ike.constants import NAT_T_PORT, NON_ESP_MARKER
-
-        if local.port == NAT_T_PORT:
-            raw = NON_ESP_MARKER + raw
-        self.datagrams.append(Datagram(raw, local, remote))
+        self.datagrams.append(Datagram(on_wire(encode_message(response), local), local, remote))
 
     # ------------------------------------------------------------------ timers ------
     def next_timer(self) -> float | None:

@@ -22,14 +22,13 @@ from core.errors import IntegrityError, PeerError
 from core.ike.constants import (
     NAT_KEEPALIVE,
     NAT_T_PORT,
-    NON_ESP_MARKER,
     ExchangeType,
     NotifyType,
     PayloadType,
     ProtocolId,
 )
 from core.ike.datagram import Datagram as Datagram  # re-exported for callers
-from core.ike.datagram import Outputs
+from core.ike.datagram import Outputs, on_wire
 from core.ike.errors import IkeError
 from core.ike.events import (
     Address,
@@ -204,7 +203,7 @@ class IkeSa(Outputs):
 
     # ------------------------------------------------------------------ sending -----
     def _wire(self, message: bytes) -> bytes:
-        return NON_ESP_MARKER + message if self.local.port == NAT_T_PORT else message
+        return on_wire(message, self.local)
 
     def _emit(self, message: bytes, now: float) -> None:
         self.datagrams.append(Datagram(self._wire(message), self.local, self.remote))
