@@ -99,11 +99,12 @@ def sh(*args: str, check: bool = True, timeout: float = 20.0) -> subprocess.Comp
 
 
 def wait_until(probe: Callable[[], T | None], timeout: float, interval: float = 0.05) -> T | None:
-    """Polls `probe` until it returns something other than None/False, or the timeout."""
+    """Polls `probe` until it returns something truthy (not None, False or empty), or the
+    timeout; then None."""
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
-        if value is not None and value is not False:
+        if value:
             return value
         if time.monotonic() >= deadline:
             return None
