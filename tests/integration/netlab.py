@@ -67,6 +67,8 @@ class NetLab:
         self.close()
 
     def close(self) -> None:
+        # Each daemon's log tail: pytest shows it when the test failed.
+        print("\n".join(f"--- {d.name} ---\n{d.log()[-6000:]}" for d in self.daemons))
         for daemon in self.daemons:
             daemon.kill()
         for namespace in self.namespaces.values():
@@ -143,6 +145,16 @@ class NetLab:
 
 
 # The dataplane the daemons run: userspace here; the QEMU guest sets "kernel".
+OUTER_A, OUTER_B = "198.51.100.1", "198.51.100.2"  # the two nodes of `two_nodes`
+
+
+def two_nodes(lab: NetLab) -> None:
+    """Namespaces a and b joined by one link, outer0 on both sides, OUTER_A and OUTER_B."""
+    lab.namespace("a")
+    lab.namespace("b")
+    lab.link("a", f"{OUTER_A}/24", "b", f"{OUTER_B}/24", "outer0", "outer0")
+
+
 DATAPLANE = os.environ.get("RBIPSEC_E2E_DATAPLANE", "userspace")
 # Seconds to wait for things in the lab: stretched under emulation (RBIPSEC_E2E_SLOW=20).
 SLOW = float(os.environ.get("RBIPSEC_E2E_SLOW", "1"))

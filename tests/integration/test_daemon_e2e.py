@@ -10,19 +10,20 @@ import json
 import shutil
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from core.daemon.control.client import CommandFailed
 from tests.integration.netlab import (
     DATAPLANE,
+    OUTER_A,
+    OUTER_B,
     SLOW,
     NetLab,
     global_section,
     nft_counters,
     peer_section,
+    two_nodes,
     wait_until,
 )
 
@@ -32,21 +33,8 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("ping") is None, reason="needs iputils ping"),
 ]
 
-A, B = "198.51.100.1", "198.51.100.2"
+A, B = OUTER_A, OUTER_B
 
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[NetLab]:
-    with NetLab(tmp_path) as netlab:
-        yield netlab
-        # shown by pytest only when the test failed
-        print("\n".join(f"--- {d.name} ---\n{d.log()[-6000:]}" for d in netlab.daemons))
-
-
-def two_nodes(lab: NetLab) -> None:
-    lab.namespace("a")
-    lab.namespace("b")
-    lab.link("a", f"{A}/24", "b", f"{B}/24", "outer0", "outer0")
 
 
 def pair_configs(lab: NetLab, a_peer: dict[str, object] | None = None,

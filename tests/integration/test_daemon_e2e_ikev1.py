@@ -18,19 +18,20 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.netlab import (
     DATAPLANE,
+    OUTER_A,
+    OUTER_B,
     DaemonProcess,
     NetLab,
     global_section,
     nft_counters,
     peer_section,
+    two_nodes,
     wait_until,
 )
 
@@ -40,24 +41,11 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("ping") is None, reason="needs iputils ping"),
 ]
 
-A, B = "198.51.100.1", "198.51.100.2"
+A, B = OUTER_A, OUTER_B
 IKE, ESP = "aes256-sha256-modp2048", "aes256-sha256"
 V1: dict[str, object] = {"ike_version": 1, "ike_proposals": [IKE], "esp_proposals": [ESP]}
 LONG = os.environ.get("RBIPSEC_E2E_LONG") == "1"  # runs the minute-long lifetime test
 
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[NetLab]:
-    with NetLab(tmp_path) as netlab:
-        yield netlab
-        # shown by pytest only when the test failed
-        print("\n".join(f"--- {d.name} ---\n{d.log()[-6000:]}" for d in netlab.daemons))
-
-
-def two_nodes(lab: NetLab) -> None:
-    lab.namespace("a")
-    lab.namespace("b")
-    lab.link("a", f"{A}/24", "b", f"{B}/24", "outer0", "outer0")
 
 
 def main_mode_configs(lab: NetLab, a_peer: dict[str, object] | None = None,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.netlab import OUTER_A, OUTER_B, two_nodes
 from tests.robustness.lab import (
     LabDaemon,
     NetLab,
@@ -33,17 +34,14 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("nft") is None, reason="needs nftables"),
 ]
 
-A, B = "198.51.100.1", "198.51.100.2"
+A, B = OUTER_A, OUTER_B
 
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[NetLab]:
     with NetLab(tmp_path) as netlab:
-        netlab.namespace("a")
-        netlab.namespace("b")
-        netlab.link("a", f"{A}/24", "b", f"{B}/24", "outer0", "outer0")
+        two_nodes(netlab)
         yield netlab
-        print("\n".join(f"--- {d.name} ---\n{d.log()[-5000:]}" for d in netlab.daemons))
 
 
 def _start(lab: NetLab) -> tuple[LabDaemon, LabDaemon]:

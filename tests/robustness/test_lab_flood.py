@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -32,12 +30,6 @@ pytestmark = [
 COUNT = int(os.environ.get("RBIPSEC_FLOOD_COUNT", "12000"))
 RATE = float(os.environ.get("RBIPSEC_FLOOD_RATE", "2000"))
 
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[NetLab]:
-    with NetLab(tmp_path) as netlab:
-        yield netlab
-        print("\n".join(f"--- {d.name} ---\n{d.log()[-3000:]}" for d in netlab.daemons))
 
 
 def test_init_flood_keeps_the_tunnel_and_bounds_half_open_sas(lab: NetLab) -> None:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,12 +48,6 @@ TIMING = {
 }
 RUN_SECONDS = 26.0
 
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[NetLab]:
-    with NetLab(tmp_path) as netlab:
-        yield netlab
-        print("\n".join(f"--- {d.name} ---\n{d.log()[-5000:]}" for d in netlab.daemons))
 
 
 def _configs(lab: NetLab, retries: int, version: int = 2) -> tuple[str, str]:

@@ -13,8 +13,6 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -36,12 +34,6 @@ pytestmark = [
 
 A, B = "198.51.100.1", "198.51.100.2"
 
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[NetLab]:
-    with NetLab(tmp_path) as netlab:
-        yield netlab
-        print("\n".join(f"--- {d.name} ---\n{d.log()[-4000:]}" for d in netlab.daemons))
 
 
 class Capture:
