@@ -6,6 +6,9 @@ one job, to a single worker that applies the events to the dataplane and then se
 datagrams -- so a responder's SAs are installed before its IKE_AUTH answer leaves, and
 every dataplane call happens one at a time, in the engine's order.
 
+The operator's commands are in operations.py, config reloads in reload.py, following
+moving peers (float links, host names) in following.py, the worker in worker.py.
+
 With `global.enabled = false` the daemon serves its control socket and touches nothing
 else: no dataplane, no UDP ports, no interfaces.
 """
@@ -13,30 +16,30 @@ else: no dataplane, no UDP ports, no interfaces.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
-import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from core.config import Config, DataplaneChoice, PeerConfig, diff, load
-from core.config.diff import PeerChange
+from core.config import Config, DataplaneChoice, PeerConfig
 from core.config.schema import FLOAT
 from core.crypto.random import RandomSource, SystemRandomSource
 from core.daemon import probe
 from core.daemon.bus import EventBus, Subscription, engine_event_json
-from core.daemon.floatlink import AddressWatcher, PeerFloatLink
+from core.daemon.following import PeerFollowing
 from core.daemon.netinfo import NetInfo, NetInfoError, SystemNetInfo
+from core.daemon.operations import Operations
 from core.daemon.peers import Glue, PeerRuntime
 from core.daemon.policy import peer_policy
 from core.daemon.reactions import apply_event, event_peer
-from core.daemon.status import Clock, PeerCounters, peer_state, peer_status
-from core.daemon.timers import DeadlineTimer, Periodic, iso_time, wall_time
+from core.daemon.reload import Reloader
+from core.daemon.status import peer_state
+from core.daemon.timers import DeadlineTimer, Periodic, wall_time
 from core.daemon.transport import IKE_PORT, Transport, UdpTransport
+from core.daemon.worker import Job, JobWorker, nothing
 from core.dataplane.api import Dataplane, DataplaneError
 from core.dataplane.model import DataplaneEvent, Direction, ExpiryKind, SaExpired
 from core.errors import ConfigError, UsageError
@@ -58,13 +61,10 @@ from core.ike.v2.state import IkeState
 
 log = logging.getLogger("rbipsec.daemon")
 
-Job = Callable[[], Awaitable[Any]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 DELETE_GRACE = 1.0  # seconds the engine gets to send DELETEs (and hear answers) at shutdown
 SETUP_RETRY = 10.0  # seconds between attempts for peers whose addresses could not be found
 RESOLVE_INTERVAL = 60.0  # seconds between look-ups of remote host names (float links)
-INTERFACE_KEYS = frozenset({"mtu", "address", "tcp_mss", "routes"})
-RESTART_KEYS = ("socket", "dataplane")  # [global] keys that only a restart applies
 _SA_EVENTS = (ChildSaInstalled, ChildSaOutboundReady, ChildSaDeleted)
 # An IKE SA down for these reasons makes a float link look the peer up again at once.
 _PEER_GONE = (DownReason.PEER_DEAD, DownReason.TIMEOUT)
@@ -97,20 +97,19 @@ class Daemon:
         self._timing = timing
         self._glue: Glue | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._jobs: asyncio.Queue[tuple[Job, asyncio.Future[Any] | None]] | None = None
-        self._worker: asyncio.Task[None] | None = None
+        self.worker = JobWorker()
         self._timer: DeadlineTimer | None = None
         self._periodic: list[Periodic] = []
-        self._reload_lock = asyncio.Lock()
         self._stop_requested: asyncio.Event | None = None
         self._states: dict[str, str] = {}
         self.started_at = time.time()
         self.engine_errors = 0
         self._stopping = False
-        self._enabling = False
+        self.enabling = False  # between the start of `_enable` and its end
         self._ordered_batches = 0  # queued batches whose datagrams must keep their order
-        self._float_links: dict[str, PeerFloatLink] = {}
-        self._address_watcher: AddressWatcher | None = None
+        self.operations = Operations(self)
+        self.reloader = Reloader(self)
+        self.following = PeerFollowing(self)
 
     # ------------------------------------------------------------------ lifecycle ---
     @property
@@ -122,7 +121,7 @@ class Daemon:
     def enabled(self) -> bool:
         """Route-based IPsec is on (or being switched on: status then shows peers as
         connecting or waiting rather than disabled)."""
-        return self.engine is not None or (self._enabling and self.config.global_.enabled)
+        return self.engine is not None or (self.enabling and self.config.global_.enabled)
 
     def now(self) -> float:
         return self.loop.time()
@@ -130,8 +129,7 @@ class Daemon:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
-        self._jobs = asyncio.Queue()
-        self._worker = asyncio.ensure_future(self._run_worker())
+        self.worker.start()
         if self.config.global_.enabled:
             await self._enable()
         else:
@@ -152,18 +150,14 @@ class Daemon:
     async def stop(self) -> None:
         if self.engine is not None:
             await self._disable()
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+        await self.worker.stop()
 
     async def _enable(self) -> None:
-        self._enabling = True
+        self.enabling = True
         try:
             await self._switch_on()
         finally:
-            self._enabling = False
+            self.enabling = False
 
     async def _switch_on(self) -> None:
         settings = self.config.global_
@@ -201,13 +195,13 @@ class Daemon:
         self._periodic = [
             Periodic(self.loop, self._activity_interval(), self._poll_activity),
             Periodic(self.loop, SETUP_RETRY, self._retry_setups),
-            Periodic(self.loop, RESOLVE_INTERVAL, lambda: self._post(self._follow_names)),
+            Periodic(self.loop, RESOLVE_INTERVAL, lambda: self._post(self.following.follow_names)),
         ]
         for peer in wanted:
             if peer.policy is not None and peer.remote_ip is not None:
                 self._guard(partial(self._connect, peer))
         self._pump()
-        await self._sync_float_links()
+        await self.following.sync()
         log.info("route-based IPsec is enabled: %d peers", len(self.peers))
 
     async def _disable(self) -> None:
@@ -221,14 +215,14 @@ class Daemon:
         deadline = self.now() + DELETE_GRACE
         while self.now() < deadline and self._any_sa_alive():
             await asyncio.sleep(0.05)
-        await self._submit(_nothing)  # the DELETE answers' events are applied
+        await self._submit(nothing)  # the DELETE answers' events are applied
         for periodic in self._periodic:
             periodic.cancel()
         self._periodic = []
         if self._timer is not None:
             self._timer.cancel()
         self.engine = None
-        await self._sync_float_links()  # stops them all
+        await self.following.sync()  # stops them all
         if self.transport is not None:
             self.transport.close()
             self.transport = None
@@ -262,29 +256,11 @@ class Daemon:
         return min(10.0, max(1.0, min(intervals, default=30) / 3))
 
     # ------------------------------------------------------------------ the worker ---
-    async def _run_worker(self) -> None:
-        assert self._jobs is not None
-        while True:
-            job, future = await self._jobs.get()
-            try:
-                result = await job()
-            except Exception as error:  # the worker must survive any one job
-                log.exception("internal error in a dataplane job")
-                if future is not None and not future.done():
-                    future.set_exception(error)
-            else:
-                if future is not None and not future.done():
-                    future.set_result(result)
-
     def _post(self, job: Job) -> None:
-        assert self._jobs is not None
-        self._jobs.put_nowait((job, None))
+        self.worker.post(job)
 
     async def _submit(self, job: Job) -> Any:
-        assert self._jobs is not None
-        future: asyncio.Future[Any] = self.loop.create_future()
-        self._jobs.put_nowait((job, future))
-        return await future
+        return await self.worker.submit(job)
 
     # ------------------------------------------------------------------ the engine ---
     def _guard(self, call: Callable[[], object]) -> None:
@@ -318,7 +294,7 @@ class Daemon:
             for peer, event in batch:
                 if peer is not None and isinstance(event, IkeSaDown):
                     self._after_ike_down(peer, event)
-                    link = self._float_links.get(peer.name)
+                    link = self.following.links.get(peer.name)
                     if link is not None and event.reason in _PEER_GONE:
                         link.peer_dead()
         if self._timer is not None:
@@ -438,7 +414,7 @@ class Daemon:
                 "peer %s: IKEv1 aggressive mode with a pre-shared key: anyone who captures "
                 "one exchange can attack the PSK offline; use a long random PSK, or IKEv2",
                 peer.name, extra={"peer": peer.name},
-            )
+            )  # fmt: skip
         self._guard(lambda: engine.add_peer(policy))
         if remote is not None and initiate:
             self._guard(lambda: self._connect(peer))
@@ -481,7 +457,7 @@ class Daemon:
         if isinstance(remote_setting, ipaddress.IPv4Address | ipaddress.IPv6Address):
             remote = remote_setting
         elif remote_setting is FLOAT:
-            link = self._float_links.get(config.name)
+            link = self.following.links.get(config.name)
             remote = link.resolved_address if link is not None else None
             if remote is None:
                 assert config.float_link is not None
@@ -509,90 +485,6 @@ class Daemon:
                 and peer.config.ike_version == 2
             ):
                 self._post(partial(self._start_ike, peer))
-
-    async def _follow_names(self) -> None:
-        """Re-resolve remote host names; a peer whose name moved is re-established."""
-        for peer in list(self.peers.values()):
-            remote = peer.config.remote_address
-            if not isinstance(remote, str) or peer.policy is None or peer.remote_ip is None:
-                continue
-            try:
-                family = socket.AF_INET if peer.remote_ip.version == 4 else socket.AF_INET6
-                address = await self.netinfo.resolve(remote, family)
-            except OSError as error:
-                log.warning("peer %s: %s (keeping %s)", peer.name, error, peer.remote_ip)
-                continue
-            if address != peer.remote_ip and peer.policy is not None:
-                log.info("peer %s: %s moved from %s to %s: re-establishing",
-                         peer.name, remote, peer.remote_ip, address,
-                         extra={"peer": peer.name})  # fmt: skip
-                self._stop_ike(peer)
-                await self._start_ike(peer)
-
-    # ------------------------------------------------------------------ float links -
-    async def _sync_float_links(self) -> None:
-        """One running float link per enabled peer with `float_link` while IPsec is on."""
-        wanted = {
-            p.name: p.config
-            for p in self.peers.values()
-            if p.config.float_link is not None and p.config.enabled and self.engine is not None
-        }
-        for name, link in list(self._float_links.items()):
-            if wanted.get(name) != link.peer:
-                del self._float_links[name]
-                await link.stop()
-        for name, config in wanted.items():
-            if name not in self._float_links:
-                link = PeerFloatLink(config, route_source=self.netinfo.route_source,
-                                     on_peer_moved=partial(self._on_float_moved, name))  # fmt: skip
-                self._float_links[name] = link
-                link.start()
-        if self._float_links and self._address_watcher is None:
-            self._address_watcher = AddressWatcher(lambda: self._post(self._follow_local_addresses))
-            self._address_watcher.start()
-        elif not self._float_links and self._address_watcher is not None:
-            self._address_watcher.stop()
-            self._address_watcher = None
-
-    def _on_float_moved(self, name: str, _old: IPAddress | None, _new: IPAddress) -> None:
-        self._post(partial(self._follow_float, name))
-
-    async def _follow_float(self, name: str) -> None:
-        """The float link found the peer at a new address: (re-)establish toward it, with
-        INITIAL_CONTACT, after removing the SAs toward the old one."""
-        peer, link = self.peers.get(name), self._float_links.get(name)
-        if peer is None or link is None or self.engine is None or not peer.config.remote_floats:
-            return
-        address = link.resolved_address
-        if address is None or not peer.wanted_up or not peer.config.enabled:
-            return
-        if peer.policy is not None:
-            if address == peer.remote_ip:
-                return
-            log.info("peer %s: float link: moved from %s to %s: re-establishing", peer.name,
-                     peer.remote_ip, address, extra={"peer": peer.name})  # fmt: skip
-            self._stop_ike(peer)
-        await self._start_ike(peer)
-
-    async def _follow_local_addresses(self) -> None:
-        """An address changed on this host: float peers whose IKE source moved publish the
-        new one and re-establish from it."""
-        for name, link in list(self._float_links.items()):
-            peer = self.peers.get(name)
-            float_link = peer.config.float_link if peer is not None else None
-            if peer is None or float_link is None or not peer.config.local_floats:
-                continue
-            try:
-                local = await self.netinfo.route_source(peer.remote_ip or float_link.server)
-            except OSError as error:
-                log.warning("peer %s: no local address: %s", name, error)
-                continue
-            link.local_address_changed(local)
-            if peer.policy is not None and peer.local_ip is not None and local != peer.local_ip:
-                log.info("peer %s: local address moved from %s to %s: re-establishing", name,
-                         peer.local_ip, local, extra={"peer": name})  # fmt: skip
-                self._stop_ike(peer)
-                await self._start_ike(peer)
 
     # ------------------------------------------------------------------ dataplane ---
     def _on_dataplane_event(self, event: DataplaneEvent) -> None:
@@ -638,226 +530,35 @@ class Daemon:
         self._pump()
 
     # ------------------------------------------------------------------ commands -----
+    # The operator's commands live in operations.py, reloading in reload.py.
     def subscribe(self) -> Subscription:
         return self.bus.subscribe()
 
     def peer(self, name: str) -> PeerRuntime:
-        peer = self.peers.get(name)
-        if peer is None:
-            known = ", ".join(self.peers) or "none"
-            raise UsageError(f"unknown peer {name!r} (configured: {known})")
-        return peer
-
-    def _usable_peer(self, name: str) -> tuple[PeerRuntime, IkeEngines]:
-        peer = self.peer(name)
-        if self.engine is None and self._enabling:
-            raise UsageError("the daemon is still starting; try again in a moment")
-        if self.engine is None:
-            raise UsageError("route-based IPsec is disabled (global.enabled = false)")
-        if not peer.config.enabled:
-            raise UsageError(f"peer {name} is disabled in the config (enabled = false)")
-        return peer, self.engine
+        return self.operations.peer(name)
 
     async def up(self, name: str) -> dict[str, Any]:
-        peer, _engine = self._usable_peer(name)
-        peer.wanted_up = True
-        if peer.policy is None:
-            problem = await self._start_ike(peer)
-            if problem is not None:
-                raise UsageError(f"peer {name}: {problem}")
-        elif peer.remote_ip is not None:
-            self._guard(lambda: self._connect(peer))
-            self._pump()
-        self._publish_states()
-        note = ""
-        if peer.config.passive or peer.remote_ip is None:
-            note = "waiting for the peer to initiate"
-        return {"peer": name, "state": self.state_of(peer), "note": note}
+        return await self.operations.up(name)
 
     async def down(self, name: str) -> dict[str, Any]:
-        peer, engine = self._usable_peer(name)
-        peer.wanted_up = False
-        if peer.policy is not None:
-            sa = engine.current_sa(name)
-            if sa is None or sa.state == IkeState.DESTROYED:
-                self._stop_ike(peer)
-            else:
-                self._guard(lambda: engine.disconnect(name, self.now()))
-                self._pump()
-        peer.setup_error = None
-        self._publish_states()
-        return {"peer": name, "state": self.state_of(peer)}
+        return await self.operations.down(name)
 
     async def rekey(self, name: str, ike: bool = False) -> dict[str, Any]:
-        _peer, engine = self._usable_peer(name)
-        sa = engine.current_sa(name)
-        if sa is None or not sa.is_established:
-            raise UsageError(f"peer {name} has no established IKE SA to rekey")
-        started: list[bool] = []
-        self._guard(lambda: started.append(engine.rekey(name, self.now(), ike=ike)))
-        self._pump()
-        if not started or not started[0]:
-            what = "IKE SA" if ike else "Child SA"
-            raise UsageError(f"peer {name}: no {what} can be rekeyed right now")
-        return {"peer": name, "rekeying": "ike" if ike else "child"}
+        return await self.operations.rekey(name, ike=ike)
+
+    async def status(self, only: str | None = None) -> dict[str, Any]:
+        return await self.operations.status(only)
+
+    async def reload(self, new: Config | None = None) -> dict[str, Any]:
+        """Apply a new config; raises ConfigError (nothing changed) when it has problems."""
+        return await self.reloader.reload(new)
+
+    async def _follow_names(self) -> None:
+        await self.following.follow_names()
 
     def state_of(self, peer: PeerRuntime) -> str:
         sa = self.engine.current_sa(peer.name) if self.engine is not None else None
         return peer_state(peer, sa, self.enabled)
-
-    async def status(self, only: str | None = None) -> dict[str, Any]:
-        peers = [self.peer(only)] if only is not None else list(self.peers.values())
-        counters: dict[str, PeerCounters] = await self._submit(lambda: self._read_counters(peers))
-        clock = Clock(self.now(), self._to_wall)
-        engine = self.engine
-        entries = [
-            peer_status(
-                peer,
-                engine.current_sa(peer.name) if engine is not None else None,
-                counters.get(peer.name, PeerCounters()),
-                clock,
-                enabled=self.enabled,
-            )
-            for peer in peers
-        ]
-        for entry in entries:
-            link = self._float_links.get(entry["name"])
-            entry["float_link"] = link.status() if link is not None else None
-        return {
-            "daemon": {
-                "pid": os.getpid(),
-                "enabled": self.enabled,
-                "dataplane": self.dataplane.name if self.dataplane is not None else None,
-                "dataplane_reason": self.dataplane_reason or None,
-                "config": self.config.path,
-                "socket": self.config.global_.socket,
-                "started_at": iso_time(self.started_at),
-                "uptime": round(time.time() - self.started_at, 3),
-                "peers": len(self.peers),
-                "peers_up": sum(1 for entry in entries if entry["state"] == "up"),
-                "engine_errors": self.engine_errors,
-            },
-            "peers": entries,
-        }
-
-    async def _read_counters(self, peers: list[PeerRuntime]) -> dict[str, PeerCounters]:
-        dataplane = self.dataplane
-        result: dict[str, PeerCounters] = {}
-        if dataplane is None:
-            return result
-        for peer in peers:
-            counters = PeerCounters()
-            if peer.interface is not None:
-                with contextlib.suppress(DataplaneError):
-                    counters.interface = await dataplane.interface_counters(peer.interface.name)
-            for record in peer.children.values():
-                if_id = record.sas.inbound.if_id
-                with contextlib.suppress(DataplaneError):
-                    if record.inbound_installed:
-                        counters.sa_in[record.info.spi_in] = await dataplane.sa_counters(
-                            record.info.spi_in, Direction.IN, if_id
-                        )
-                    if record.outbound_installed:
-                        counters.sa_out[record.info.spi_out] = await dataplane.sa_counters(
-                            record.info.spi_out, Direction.OUT, if_id
-                        )
-            result[peer.name] = counters
-        return result
-
-    # ------------------------------------------------------------------ reload -------
-    async def reload(self, new: Config | None = None) -> dict[str, Any]:
-        """Apply a new config; raises ConfigError (nothing changed) when it has problems."""
-        async with self._reload_lock:
-            if new is None:
-                new = await asyncio.to_thread(load, self.config.path)
-            changes = diff(self.config, new)
-            old, self.config = self.config, new
-            if "log_level" in changes.global_keys:
-                logging.getLogger().setLevel(new.global_.log_level.value.upper())
-            restart = [key for key in RESTART_KEYS if key in changes.global_keys]
-            for key in restart:
-                log.warning("global.%s changed: it takes effect when the daemon restarts", key)
-            summary: dict[str, Any] = {
-                "added": list(changes.added),
-                "removed": list(changes.removed),
-                "changed": {change.name: list(change.keys) for change in changes.changed},
-                "unchanged": list(changes.unchanged),
-                "restart_needed": restart,
-            }
-            if old.global_.enabled != new.global_.enabled or self.engine is None:
-                await self._reload_whole(new)
-            else:
-                await self._reload_peers(changes.removed, changes.changed, changes.added)
-                if "unnumbered_source" in changes.global_keys:
-                    await self._refresh_borrowed()
-            self.peers = {p.name: self.peers[p.name] for p in new.peers if p.name in self.peers}
-            await self._sync_float_links()
-            log.info(
-                "config reloaded: %d added, %d removed, %d changed, %d unchanged",
-                len(changes.added), len(changes.removed), len(changes.changed),
-                len(changes.unchanged),
-            )  # fmt: skip
-            self.bus.publish("ConfigReloaded", **summary)
-            self._publish_states()
-            return summary
-
-    async def _reload_whole(self, new: Config) -> None:
-        if self.engine is not None:
-            await self._disable()
-        self.peers = {p.name: PeerRuntime(p) for p in new.peers}
-        if new.global_.enabled:
-            await self._enable()
-        else:
-            log.warning("route-based IPsec is disabled (global.enabled = false)")
-
-    async def _reload_peers(
-        self, removed: tuple[str, ...], changed: tuple[PeerChange, ...], added: tuple[str, ...]
-    ) -> None:
-        glue = self._glue
-        assert glue is not None
-        for name in removed:
-            peer = self.peers.pop(name)
-            self._stop_ike(peer)
-            await self._submit(partial(glue.destroy, peer, self.now()))
-        for change in changed:
-            await self._change_peer(change)
-        for name in added:
-            config = self.config.peer(name)
-            assert config is not None
-            peer = PeerRuntime(config)
-            self.peers[name] = peer
-            await self._setup_peer(peer)
-
-    async def _change_peer(self, change: PeerChange) -> None:
-        glue = self._glue
-        assert glue is not None
-        peer = self.peers[change.name]
-        keys = set(change.keys)
-        if "interface" in keys:  # a different interface: rebuild the peer entirely
-            self._stop_ike(peer)
-            await self._submit(lambda: glue.destroy(peer, self.now()))
-            fresh = PeerRuntime(change.new)
-            self.peers[change.name] = fresh
-            await self._setup_peer(fresh)
-            return
-        restart_ike = bool(keys - INTERFACE_KEYS)
-        if restart_ike:
-            self._stop_ike(peer)
-            peer.wanted_up = True
-            peer.last_error = None
-        peer.config = change.new
-        borrowed = await self._borrowed_source(change.new)
-        await self._submit(lambda: glue.update(peer, borrowed, self.now()))
-        if restart_ike and change.new.enabled:
-            await self._start_ike(peer)
-
-    async def _refresh_borrowed(self) -> None:
-        glue = self._glue
-        assert glue is not None
-        for peer in self.peers.values():
-            if peer.config.address is None and peer.interface is not None:
-                borrowed = await self._borrowed_source(peer.config)
-                await self._submit(partial(glue.update, peer, borrowed, self.now()))
 
     # ------------------------------------------------------------------ events ------
     def _publish_states(self) -> None:
@@ -877,10 +578,6 @@ def _installs_first(events: list[IkeEvent]) -> list[IkeEvent]:
         return events
     deletions = [e for e in events if isinstance(e, ChildSaDeleted)]
     return [e for e in events if not isinstance(e, ChildSaDeleted)] + deletions
-
-
-async def _nothing() -> None:
-    return None
 
 
 def _log_engine_message(peer: PeerRuntime | None, event: LogMessage) -> None:
