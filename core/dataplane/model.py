@@ -14,6 +14,19 @@ IF_ID_BASE = 0x72620000
 MAX_INTERFACES = 64
 
 
+# Transport mode protects traffic addressed to the peer's outer address, so that traffic
+# is steered into ipsecN while IKE and ESP themselves must keep taking the outer link.
+# Everything the daemon and the dataplane send towards the peer outside the tunnel (IKE
+# sockets, raw ESP sockets, the port-4500 socket, kernel SAs' output mark) carries
+# BYPASS_MARK in the bits of BYPASS_MASK; unmarked traffic to the peer enters ipsecN.
+BYPASS_MARK = 0x7262_0000
+BYPASS_MASK = 0xFFFF_0000
+# The userspace backend routes the peers' outer addresses into their TUN in a routing
+# table of its own, selected by `not fwmark BYPASS_MARK/BYPASS_MASK` at this priority.
+TRANSPORT_TABLE = 0x7262  # 29282
+TRANSPORT_RULE_PRIORITY = 0x7262
+
+
 def if_id_for(index: int) -> int:
     if not 0 <= index < MAX_INTERFACES:
         raise ValueError(f"interface index {index} outside 0..{MAX_INTERFACES - 1}")
@@ -101,6 +114,19 @@ class InterfaceSpec:
     borrowed_source: ipaddress.IPv4Address | None = None  # unnumbered: source for packets
     tcp_mss: int | None = None  # clamp value, None = off
     underlay: str | None = None  # outer interface for xfrm_link, if any
+    transport: TransportPeer | None = None  # transport mode only
+
+
+@dataclass(frozen=True)
+class TransportPeer:
+    """Transport mode: the outer addresses whose traffic an interface protects.
+
+    Traffic to `remote` is steered into the interface from its creation on, so that it
+    never leaves in clear; `local`, when known, is the source that traffic must carry
+    (transport mode keeps the addresses, and the peer checks them against the SA)."""
+
+    remote: IPAddress
+    local: IPAddress | None = None
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from pyroute2.netlink.exceptions import NetlinkError
 
 from core.dataplane.api import DataplaneError
+from core.dataplane.bypass import TransportRoutes, set_bypass_mark
 from core.dataplane.model import (
     DataplaneEvent,
     Direction,
@@ -135,6 +136,7 @@ class UserspaceDataplane:
 
     def __init__(self) -> None:
         self._links = LinkConfig()
+        self._transport = TransportRoutes()  # transport mode: peers routed into their TUN
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_event: Callable[[DataplaneEvent], None] = lambda event: None
         self._interfaces: dict[str, _Interface] = {}
@@ -157,7 +159,9 @@ class UserspaceDataplane:
         if not os.path.exists("/dev/net/tun"):
             raise DataplaneError("userspace dataplane: /dev/net/tun is missing")
         await self._links.open()
+        await self._transport.open()
         with _netlink_errors("removing leftovers of an earlier run"):
+            await self._transport.remove_all()
             for index, _name in await self._links.our_tun_links():
                 await self._links.delete_link(index)
             for prefix in await self._links.our_guards():
@@ -181,6 +185,9 @@ class UserspaceDataplane:
             raw.close()
         self._raw_sockets.clear()
         self._encap_sockets.clear()
+        with _netlink_errors("removing the transport-mode rule and routes"):
+            await self._transport.remove_all()
+        self._transport.close()
         self._links.close()
 
     # -- interfaces ------------------------------------------------------------------
@@ -195,15 +202,21 @@ class UserspaceDataplane:
             fd = open_tun(spec.name)
         except OSError as error:
             raise DataplaneError(f"{spec.name}: cannot create the TUN device: {error}") from None
+        index = 0
         try:
             with _netlink_errors(f"{spec.name}: configuring the new interface"):
-                interface = _Interface(spec, fd, await self._links.ifindex(spec.name))
+                index = await self._links.ifindex(spec.name)
+                interface = _Interface(spec, fd, index)
                 await self._configure(interface, spec, set_address=True, fresh=True)
                 disable_ipv6_forwarding(spec.name)
+                if spec.transport is not None:
+                    await self._transport.add(interface.index, spec.transport)
         except BaseException:
             os.close(fd)  # the device and everything on it disappear with the fd
             with contextlib.suppress(NetlinkError, DataplaneError):
                 await self._remove_guards_of(spec, set())
+            with contextlib.suppress(NetlinkError):
+                await self._transport.remove(index)
             raise
         self._interfaces[spec.name] = interface
         self._by_if_id[spec.if_id] = interface
@@ -223,6 +236,10 @@ class UserspaceDataplane:
             interface.tcp_mss = spec.tcp_mss or 0
             if interface.up and old.borrowed_source != spec.borrowed_source:
                 await self._install_routes(interface)
+            if old.transport != spec.transport:
+                await self._transport.remove(interface.index)
+                if spec.transport is not None:
+                    await self._transport.add(interface.index, spec.transport)
 
     async def delete_interface(self, name: str) -> None:
         interface = self._interfaces.pop(name, None)
@@ -236,6 +253,7 @@ class UserspaceDataplane:
         self._close_unused_raw_sockets()
         with _netlink_errors(f"{name}: removing its guard routes"):
             await self._remove_guards_of(interface.spec, interface.routes)
+            await self._transport.remove(interface.index)
 
     async def set_link(self, name: str, up: bool) -> None:
         interface = self._interface(name)
@@ -244,6 +262,7 @@ class UserspaceDataplane:
             interface.up = up
             if up:  # Linux dropped the device routes when the link went down
                 await self._install_routes(interface)
+                await self._transport.restore(interface.index)
 
     async def add_route(self, name: str, prefix: ipaddress.IPv4Network) -> None:
         interface = self._interface(name)
@@ -494,6 +513,8 @@ class UserspaceDataplane:
             raw.close()
             raise DataplaneError(f"cannot bind a raw ESP socket to {local}: {error}") from None
         raw.setblocking(False)
+        with contextlib.suppress(OSError):  # ESP leaves outside the tunnels (bypass.py)
+            set_bypass_mark(raw)
         with contextlib.suppress(OSError):  # absorb bursts while the loop is busy
             raw.setsockopt(socket.SOL_SOCKET, RCVBUF_FORCE_OPTION, RCVBUF_BYTES)
         self._raw_sockets[local] = raw
