@@ -12,12 +12,14 @@ daemon's (`core.daemon.service`), which also hands the 4500 sockets to the datap
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import socket
 from collections.abc import Iterable
 from typing import Protocol
 
+from core.dataplane.model import BYPASS_MARK
 from core.ike.constants import NAT_T_PORT
 from core.ike.events import Address
 
@@ -148,11 +150,22 @@ def _open_socket(family: socket.AddressFamily, port: int) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             sock.bind(("0.0.0.0", port))
         sock.setblocking(False)
+        _mark_as_bypass(sock)
     except OSError as error:
         sock.close()
         kind = "udp6" if family == socket.AF_INET6 else "udp4"
         raise TransportError(f"cannot bind {kind} port {port}: {error.strerror or error}") from None
     return sock
+
+
+def _mark_as_bypass(sock: socket.socket) -> None:
+    """IKE (and ESP in UDP) to a transport-mode peer must not enter its tunnel.
+
+    Unmarked traffic to such a peer is steered into ipsecN (core/dataplane/bypass.py);
+    the mark keeps ours on the outer link.  Setting it needs CAP_NET_ADMIN: without it
+    (unprivileged tests) there are no tunnels to avoid either."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, BYPASS_MARK)
 
 
 def _destination_of(family: int, ancillary: list[tuple[int, int, bytes]]) -> str:
