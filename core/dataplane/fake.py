@@ -22,6 +22,7 @@ from core.dataplane.model import (
     ExpiryKind,
     InterfaceCounters,
     InterfaceSpec,
+    IPAddress,
     SaCounters,
     SaExpired,
     SaSpec,
@@ -114,6 +115,14 @@ class FakeDataplane:
         sa = outbound[-1]
         sa.counters = _bumped(sa.counters, {"packets": packets, "bytes": packets * size})
         self.bump_interface(name, tx_packets=packets, tx_bytes=packets * size)
+
+    def transport_peers(self) -> dict[str, IPAddress]:
+        """Interface name -> the outer address whose traffic it protects (transport mode)."""
+        return {
+            name: interface.spec.transport.remote
+            for name, interface in self.interfaces.items()
+            if interface.spec.transport is not None
+        }
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self, on_event: Callable[[DataplaneEvent], None]) -> None:
@@ -240,6 +249,10 @@ def _check_interface(spec: InterfaceSpec) -> None:
         raise DataplaneError(f"{spec.name}: MTU {spec.mtu} outside 68..65535")
     if spec.tcp_mss is not None and not 88 <= spec.tcp_mss <= 65495:
         raise DataplaneError(f"{spec.name}: TCP MSS {spec.tcp_mss} outside 88..65495")
+    transport = spec.transport
+    local = transport.local if transport is not None else None
+    if transport is not None and local is not None and local.version != transport.remote.version:
+        raise DataplaneError(f"{spec.name}: transport-mode addresses of two families")
 
 
 _Counters = TypeVar("_Counters", SaCounters, InterfaceCounters)

@@ -21,6 +21,7 @@ from core.dataplane.model import (
     SaMode,
     SaSpec,
     TrafficWhileDown,
+    TransportPeer,
     if_id_for,
 )
 
@@ -91,6 +92,17 @@ def test_interface_lifecycle_and_routes(started: tuple[FakeDataplane, list[Any]]
         (InterfaceSpec(name="ipsec2", if_id=IF_ID), "in use"),
         (InterfaceSpec(name="ipsec2", if_id=if_id_for(2), mtu=20), "MTU"),
         (InterfaceSpec(name="ipsec2", if_id=if_id_for(2), tcp_mss=10), "MSS"),
+        (
+            InterfaceSpec(
+                name="ipsec2",
+                if_id=if_id_for(2),
+                transport=TransportPeer(
+                    remote=ipaddress.ip_address("2001:db8::2"),
+                    local=ipaddress.ip_address("198.51.100.1"),
+                ),
+            ),
+            "two families",
+        ),
     ],
 )
 def test_interface_rules(
@@ -182,3 +194,16 @@ def test_events_injected_failures_and_stop(
     assert dataplane.encapsulated_received[0][0] == b"esp"
     run(dataplane.stop())
     assert not dataplane.interfaces and not dataplane.sas and not dataplane.started
+
+
+def test_transport_peers_follow_the_interfaces(started: tuple[FakeDataplane, list[Any]]) -> None:
+    dataplane, _ = started
+    peer = ipaddress.ip_address("198.51.100.2")
+    spec = InterfaceSpec(name="ipsec2", if_id=if_id_for(2), transport=TransportPeer(remote=peer))
+    run(dataplane.create_interface(spec))
+    assert dataplane.transport_peers() == {"ipsec2": peer}
+    run(dataplane.update_interface(InterfaceSpec(name="ipsec2", if_id=if_id_for(2))))
+    assert dataplane.transport_peers() == {}
+    run(dataplane.update_interface(spec))
+    run(dataplane.delete_interface("ipsec2"))
+    assert dataplane.transport_peers() == {}
