@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv6Address
 
 from core.config import PeerConfig
 from core.daemon.policy import SaPair, interface_spec, sa_specs
 from core.dataplane.api import Dataplane, DataplaneError
-from core.dataplane.model import Direction, InterfaceSpec
+from core.dataplane.model import Direction, InterfaceSpec, SaMode, SaSpec, TransportPeer
 from core.errors import UsageError
 from core.ike.events import (
     ChildSaDeleted,
@@ -70,6 +71,21 @@ class PeerRuntime:
         self.last_error_at = now
 
 
+def _transport_of(peer: PeerRuntime) -> TransportPeer | None:
+    """Transport mode: the outer addresses whose traffic the peer's interface protects,
+    as far as they are known before IKE (a fixed address, or one already resolved)."""
+    config = peer.config
+    if config.mode is not SaMode.TRANSPORT:
+        return None
+    remote = config.remote_address
+    remote_ip = remote if isinstance(remote, IPv4Address | IPv6Address) else peer.remote_ip
+    if remote_ip is None:
+        return None  # a host name not resolved yet: child_installed fills it in
+    local = config.local_address
+    local_ip = local if isinstance(local, IPv4Address | IPv6Address) else peer.local_ip
+    return TransportPeer(remote=remote_ip, local=local_ip)
+
+
 def _describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
@@ -85,7 +101,7 @@ class Glue:
         self, peer: PeerRuntime, borrowed: ipaddress.IPv4Address | None, now: float
     ) -> None:
         """The peer's interface (link down), its policies and static routes."""
-        spec = interface_spec(peer.config, borrowed)
+        spec = replace(interface_spec(peer.config, borrowed), transport=_transport_of(peer))
         try:
             await self.dataplane.create_interface(spec)
             peer.interface = spec
@@ -99,7 +115,7 @@ class Glue:
         self, peer: PeerRuntime, borrowed: ipaddress.IPv4Address | None, now: float
     ) -> None:
         """Bring interface settings and routes in line with `peer.config`, in place."""
-        spec = interface_spec(peer.config, borrowed)
+        spec = replace(interface_spec(peer.config, borrowed), transport=_transport_of(peer))
         if peer.interface is None:
             await self.create(peer, borrowed, now)
             return
@@ -160,6 +176,7 @@ class Glue:
         except (UsageError, ValueError) as error:
             self._failed(peer, "cannot install a Child SA", error, now)
             return
+        await self._follow_transport(peer, sas.outbound, now)
         record = ChildRecord(event.info, sas)
         peer.children[event.info.spi_in] = record
         try:
@@ -220,6 +237,21 @@ class Glue:
                 await self.dataplane.delete_sa(record.info.spi_in, Direction.IN, if_id)
         except DataplaneError as error:
             self._failed(peer, f"cannot remove Child SA {record.info.spi_in:08x}", error, now)
+
+    async def _follow_transport(self, peer: PeerRuntime, outbound: SaSpec, now: float) -> None:
+        """A transport-mode SA shows the outer addresses (a host name resolved, a local
+        address picked): the interface must protect exactly those."""
+        spec = peer.interface
+        if spec is None or outbound.mode is not SaMode.TRANSPORT:
+            return
+        wanted = TransportPeer(remote=outbound.dst, local=outbound.src)
+        if spec.transport == wanted:
+            return
+        try:
+            await self.dataplane.update_interface(replace(spec, transport=wanted))
+            peer.interface = replace(spec, transport=wanted)
+        except DataplaneError as error:
+            self._failed(peer, f"cannot protect {outbound.dst} on {spec.name}", error, now)
 
     async def _link(self, peer: PeerRuntime, up: bool, now: float) -> None:
         if peer.interface is None or peer.link_up == up:
