@@ -1,7 +1,7 @@
 """Dataplane benchmark: two namespaces, one tunnel per peer, ratios in one run (root only).
 
     sudo python bench/bench_dataplane.py [--seconds 1.5] [--rounds 4] [--suite aes-gcm-128]
-                                         [--only-rbipsec] [--no-encap]
+                                         [--udp-rate 150000] [--only-rbipsec] [--no-encap]
 
 Tunnel peers, each a tunnel 10.0.0.1 (namespace A) -> 10.0.0.2 (namespace B):
 - strongSwan's kernel-libipsec (bench/strongswan_peer.py; skipped with a note when
@@ -10,8 +10,9 @@ Tunnel peers, each a tunnel 10.0.0.1 (namespace A) -> 10.0.0.2 (namespace B):
 - rbipsec's userspace backend with ESP in UDP 4500, as libipsec always sends it.
 
 For each: TCP bulk throughput (a small Python sender and receiver), UDP packets/s delivered
-for 64-byte and 1400-byte IP packets (the sender flat out), and ping RTT (pings 20 ms
-apart, so each one finds the forwarders idle).  For the bulk runs also the work done per
+for 64-byte and 1400-byte IP packets (the same paced load offered to every peer, above
+what any forwards; the rate is the receiver's, first to last packet), and ping RTT (pings
+20 ms apart, so each one finds the forwarders idle).  For the bulk runs also the work done per
 CPU-second of the forwarding processes (rbipsec's agents, the charons), which other jobs
 on the machine disturb much less than the throughput.  Plus the memory one more rbipsec
 tunnel costs (interface + SA pair, after warm-up tunnels, in a separate process).
@@ -47,7 +48,12 @@ from tests.dataplane.scenario import build_tunnel, two_node_lab  # noqa: E402  (
 USERSPACE = "core.dataplane.userspace.backend:UserspaceDataplane"
 DST = "10.0.0.2"
 PING_INTERVAL = 0.02
-PINGS_PER_ROUND = 25
+PINGS_PER_ROUND = 40
+# The same UDP load for every peer: above what any of them forwards, so the delivered
+# rate is the forwarder's, yet paced, so the sender does not take a CPU to itself while
+# the forwarders compete for the other (a flat-out sender's rate -- and so the CPU left
+# to the forwarders -- depended on the peer).
+UDP_OFFERED_PPS = 150_000
 
 TCP_RECEIVER = """
 import socket, sys, time
@@ -67,25 +73,29 @@ while time.monotonic() < deadline:
 sock.close()
 """
 UDP_RECEIVER = """
-import socket, sys
+import socket, sys, time
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
 sock.bind((sys.argv[1], 5202)); sock.settimeout(5); print("ready", flush=True)
-count = 0
+sock.recv(65535); first = last = time.monotonic(); count = 1; sock.settimeout(0.3)
 try:
     while True:
-        sock.recv(65535); count += 1; sock.settimeout(0.3)
+        sock.recv(65535); count += 1; last = time.monotonic()
 except TimeoutError:
     pass
-print(count, flush=True)
+print(count, last - first, flush=True)
 """
 UDP_SENDER = """
 import socket, sys, time
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-payload = bytes(int(sys.argv[2])); deadline = time.monotonic() + float(sys.argv[3]); sent = 0
-start = time.monotonic()
-while time.monotonic() < deadline:
-    for _ in range(256):
+payload = bytes(int(sys.argv[2])); seconds = float(sys.argv[3]); rate = float(sys.argv[4])
+burst = 32; sent = 0; start = time.monotonic(); deadline = start + seconds; due = start
+while (now := time.monotonic()) < deadline:
+    if rate:  # paced: `burst` packets every burst/rate seconds, no catching up after a stall
+        if now < due:
+            time.sleep(due - now)
+        due = max(due, time.monotonic() - 0.002) + burst / rate
+    for _ in range(burst):
         try:
             sock.sendto(payload, (sys.argv[1], 5202)); sent += 1
         except OSError:
@@ -183,17 +193,27 @@ def tcp_bulk(ns_a: str, ns_b: str, seconds: float) -> tuple[float, float]:
     return megabits / float(elapsed), megabits
 
 
-def udp_pps(ns_a: str, ns_b: str, ip_size: int, seconds: float) -> tuple[float, float, int]:
-    """(packets/s offered, packets/s delivered, packets delivered), IP packets of `ip_size`."""
+def udp_pps(
+    ns_a: str, ns_b: str, ip_size: int, seconds: float, rate: float
+) -> tuple[float, float, int]:
+    """(packets/s offered, packets/s delivered, packets delivered), IP packets of `ip_size`,
+    offered at `rate` packets/s (0: flat out).
+
+    The delivered rate is the receiver's own: packets over the time from its first to its
+    last packet, so packets a forwarder had buffered and delivers after the sender
+    stopped do not count as if they had been forwarded during the sender's time."""
     receiver = python_in(ns_b, UDP_RECEIVER, DST)
     wait_ready(receiver)
     sender = subprocess.run(
-        in_ns(ns_a, sys.executable, "-c", UDP_SENDER, DST, str(ip_size - 28), str(seconds)),
+        in_ns(ns_a, sys.executable, "-c", UDP_SENDER, DST, str(ip_size - 28), str(seconds),
+              str(rate)),
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     output, _ = receiver.communicate(timeout=seconds + 30)
     sent, elapsed = sender.stdout.split()
-    return int(sent) / float(elapsed), int(output) / float(elapsed), int(output)
+    received, span = output.split()
+    delivered = (int(received) - 1) / float(span) if float(span) > 0 else 0.0
+    return int(sent) / float(elapsed), delivered, int(received)
 
 
 def ping_rtts_ms(ns_a: str, count: int) -> list[float]:
@@ -236,9 +256,9 @@ def measure_tcp(ns_a: str, ns_b: str, seconds: float, samples: Samples) -> float
     return megabits
 
 
-def measure_udp(size: int) -> Measurement:
+def measure_udp(size: int, rate: float) -> Measurement:
     def measure(ns_a: str, ns_b: str, seconds: float, samples: Samples) -> float:
-        offered, delivered, packets = udp_pps(ns_a, ns_b, size, seconds)
+        offered, delivered, packets = udp_pps(ns_a, ns_b, size, seconds, rate)
         samples.setdefault(f"UDP {size} B pps offered", []).append(offered)
         samples.setdefault(f"UDP {size} B pps delivered", []).append(delivered)
         return packets / 1000
@@ -251,13 +271,14 @@ def measure_ping(ns_a: str, ns_b: str, seconds: float, samples: Samples) -> floa
     return 0.0
 
 
-# (measurement, the name of its work per forwarder CPU-second, or "")
-MEASUREMENTS: tuple[tuple[Measurement, str], ...] = (
-    (measure_tcp, "TCP Mbit per CPU-s"),
-    (measure_udp(64), "UDP 64 B kpkt per CPU-s"),
-    (measure_udp(1400), "UDP 1400 B kpkt per CPU-s"),
-    (measure_ping, ""),
-)
+def measurements(udp_rate: float) -> tuple[tuple[Measurement, str], ...]:
+    """(measurement, the name of its work per forwarder CPU-second, or "")."""
+    return (
+        (measure_tcp, "TCP Mbit per CPU-s"),
+        (measure_udp(64, udp_rate), "UDP 64 B kpkt per CPU-s"),
+        (measure_udp(1400, udp_rate), "UDP 1400 B kpkt per CPU-s"),
+        (measure_ping, ""),
+    )
 
 
 def warm_up(ns_a: str, ns_b: str) -> None:
@@ -266,7 +287,9 @@ def warm_up(ns_a: str, ns_b: str) -> None:
     tcp_bulk(ns_a, ns_b, 0.5)
 
 
-def run_peers(peers: list[TunnelPeer], seconds: float, rounds: int) -> dict[str, Samples]:
+def run_peers(
+    peers: list[TunnelPeer], seconds: float, rounds: int, udp_rate: float
+) -> dict[str, Samples]:
     """Every measurement for every peer back to back (the order alternating per round),
     so that the numbers compared were taken a few seconds apart."""
     samples: dict[str, Samples] = {peer.name: {} for peer in peers}
@@ -276,7 +299,7 @@ def run_peers(peers: list[TunnelPeer], seconds: float, rounds: int) -> dict[str,
             warm_up(ns_a, ns_b)
         for round_index in range(rounds):
             order = tunnels if round_index % 2 == 0 else tunnels[::-1]
-            for measure, per_cpu in MEASUREMENTS:
+            for measure, per_cpu in measurements(udp_rate):
                 for peer, (ns_a, ns_b) in order:
                     pids = forwarder_pids(peer)
                     cpu_before = cpu_seconds(pids)
@@ -363,7 +386,7 @@ def memory_per_tunnel() -> dict[str, float]:
 def efficiency_metrics() -> list[Metric]:
     """Work per CPU-second of the forwarding processes: roughly the throughput they would
     reach with the CPUs to themselves, so less at the mercy of other jobs on the machine."""
-    return [Metric(per_cpu, True, 1.5) for _, per_cpu in MEASUREMENTS if per_cpu]
+    return [Metric(per_cpu, True, 1.5) for _, per_cpu in measurements(0) if per_cpu]
 
 
 def print_table(samples: dict[str, Samples], baseline: str | None) -> None:
@@ -405,6 +428,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.5, help="per TCP/UDP run")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--suite", default="aes-gcm-128")
+    parser.add_argument(
+        "--udp-rate", type=float, default=UDP_OFFERED_PPS,
+        help="packets/s offered to every peer in the UDP runs (0: flat out)",
+    )  # fmt: skip
     parser.add_argument("--only-rbipsec", action="store_true", help="no strongSwan peer")
     parser.add_argument("--no-encap", action="store_true", help="rbipsec with raw ESP only")
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
@@ -428,10 +455,12 @@ def main() -> None:
     peers.append(RbipsecPeer(suite=args.suite, name="rbipsec raw ESP"))
     if not args.no_encap:
         peers.append(RbipsecPeer(suite=args.suite, encap=True, name="rbipsec UDP 4500"))
-    samples = run_peers(peers, args.seconds, args.rounds)
+    samples = run_peers(peers, args.seconds, args.rounds, args.udp_rate)
     memory = memory_per_tunnel()
     print(f"conditions at end:   {conditions()}")
-    print(f"suite {args.suite}, {args.rounds} rounds of {args.seconds} s per run, medians")
+    offered = f"{args.udp_rate:.0f} packets/s" if args.udp_rate else "flat out"
+    print(f"suite {args.suite}, {args.rounds} rounds of {args.seconds} s per run, medians; "
+          f"UDP offered {offered} to every peer")  # fmt: skip
     print_table(samples, baseline)
     print_spread(samples)
     print(
