@@ -47,6 +47,7 @@ from core.dataplane.mss import clamp_mss
 from core.dataplane.userspace.esp import DropKind, EspDropped, EspSa, EspSaError, EspSendRefused
 from core.dataplane.userspace.gro import PLAIN, VNET_HEADER_SIZE, coalesce
 from core.dataplane.userspace.packet import PROTO_TCP
+from core.dataplane.userspace.rtnl import NetlinkError as RtnlError
 from core.dataplane.userspace.tun import (
     TUN_NAME,
     LinkConfig,
@@ -213,7 +214,7 @@ class UserspaceDataplane:
                     await self._transport.add(interface.index, spec.transport)
         except BaseException:
             os.close(fd)  # the device and everything on it disappear with the fd
-            with contextlib.suppress(NetlinkError, DataplaneError):
+            with contextlib.suppress(*_NETLINK_ERRORS, DataplaneError):
                 await self._remove_guards_of(spec, set())
             with contextlib.suppress(NetlinkError):
                 await self._transport.remove(index)
@@ -279,9 +280,9 @@ class UserspaceDataplane:
         if interface is None or prefix not in interface.routes:
             return
         interface.routes.discard(prefix)
-        with contextlib.suppress(NetlinkError):
+        with contextlib.suppress(*_NETLINK_ERRORS):
             await self._links.delete_route(interface.index, prefix)
-        with contextlib.suppress(NetlinkError):
+        with contextlib.suppress(*_NETLINK_ERRORS):
             await self._links.delete_guard(prefix)
 
     # -- SAs and policies ------------------------------------------------------------
@@ -546,15 +547,19 @@ class UserspaceDataplane:
     async def _configure(
         self, interface: _Interface, spec: InterfaceSpec, *, set_address: bool, fresh: bool = False
     ) -> None:
-        await self._links.set_mtu(interface.index, spec.mtu)
-        if set_address:
-            await self._links.set_address(interface.index, spec.address, fresh=fresh)
+        """MTU, address and the guard of the address's prefix: one rtnetlink batch."""
+        guard = None
         if spec.address is not None and spec.address.network.prefixlen < 32:
-            await self._links.replace_guard(spec.address.network)
+            guard = spec.address.network
+        await self._links.configure(
+            interface.index, spec.mtu, spec.address, set_address=set_address, fresh=fresh,
+            guard=guard,
+        )  # fmt: skip
 
     async def _install_routes(self, interface: _Interface) -> None:
-        for prefix in interface.routes:
-            await self._links.replace_route(interface.index, prefix, interface.spec.borrowed_source)
+        await self._links.replace_routes(
+            interface.index, interface.routes, interface.spec.borrowed_source
+        )
 
     async def _remove_guards_of(
         self, spec: InterfaceSpec, routes: set[ipaddress.IPv4Network]
@@ -562,9 +567,7 @@ class UserspaceDataplane:
         prefixes = set(routes)
         if spec.address is not None and spec.address.network.prefixlen < 32:
             prefixes.add(spec.address.network)
-        for prefix in prefixes:
-            with contextlib.suppress(NetlinkError):
-                await self._links.delete_guard(prefix)
+        await self._links.delete_guards(prefixes)
 
 
 def _check_interface(spec: InterfaceSpec) -> None:
@@ -574,10 +577,14 @@ def _check_interface(spec: InterfaceSpec) -> None:
         raise DataplaneError(f"{spec.name}: TCP MSS {spec.tcp_mss} outside 88..65495")
 
 
+# rtnl.py's (interfaces, addresses, routes) and pyroute2's (transport-mode rules)
+_NETLINK_ERRORS: tuple[type[Exception], ...] = (RtnlError, NetlinkError)
+
+
 @contextlib.contextmanager
 def _netlink_errors(what: str) -> Iterator[None]:
-    """Turn pyroute2's NetlinkError into a DataplaneError that names what failed."""
+    """Turn a netlink error into a DataplaneError that names what failed."""
     try:
         yield
-    except NetlinkError as error:
+    except _NETLINK_ERRORS as error:
         raise DataplaneError(f"{what}: {error}") from None

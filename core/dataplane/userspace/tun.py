@@ -1,10 +1,10 @@
-"""TUN devices and their link configuration (pyroute2) for the userspace dataplane.
+"""TUN devices and their link configuration (rtnetlink) for the userspace dataplane.
 
 Each peer interface is a TUN device ipsecN (IFF_TUN | IFF_NO_PI | IFF_VNET_HDR: the fd
 carries IP packets, each behind a little-endian virtio_net_hdr, so that the backend can
 write coalesced TCP segments as one GSO packet; no offloads are enabled for reading).
-Links, addresses and routes go through pyroute2's `AsyncIPRoute` in the current network
-namespace.
+Links, addresses and routes go through a small NETLINK_ROUTE client (rtnl.py) in the
+current network namespace.
 
 Linux flushes the IPv4 routes of a device when its link goes down, so traffic for those
 prefixes would fall through to a less specific route -- possibly a default route, in
@@ -16,16 +16,17 @@ Our routes carry protocol `RTPROT_RBIPSEC` so a restarted daemon can find its le
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import ipaddress
 import os
 import re
 import socket
 import struct
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-from pyroute2 import AsyncIPRoute
+from core.dataplane.userspace import rtnl
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
@@ -58,106 +59,134 @@ def disable_ipv6_forwarding(name: str) -> None:
         path.write_text("0\n")
 
 
-async def _results(reply: Any) -> list[Any]:
-    """pyroute2 answers with a list or an async generator, depending on the call."""
-    if hasattr(reply, "__aiter__"):
-        return [item async for item in reply]
-    return list(reply)
-
-
 class LinkConfig:
-    """The rtnetlink calls the userspace backend needs, on one AsyncIPRoute socket."""
+    """The rtnetlink calls the userspace backend needs, on one NETLINK_ROUTE socket.
+
+    The calls are coroutines for the backend's sake, but each is one blocking round
+    trip that the kernel answers within the send (see rtnl.py); several changes to one
+    interface go out together in one request batch.
+    """
 
     def __init__(self) -> None:
-        self._ipr: Any = None
+        self._rtnl: rtnl.RtnlSocket | None = None
+
+    @property
+    def _socket(self) -> rtnl.RtnlSocket:
+        if self._rtnl is None:
+            raise rtnl.NetlinkError(errno.EBADF, "the rtnetlink socket is not open")
+        return self._rtnl
 
     async def open(self) -> None:
-        self._ipr = AsyncIPRoute()
-        await self._ipr.setup_endpoint()
+        self._rtnl = rtnl.RtnlSocket()
 
     def close(self) -> None:
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
+        if self._rtnl is not None:
+            self._rtnl.close()
+            self._rtnl = None
 
     async def ifindex(self, name: str) -> int:
-        # An ioctl, not an rtnetlink round trip: pyroute2's parsed replies are transient
-        # garbage that fragments the heap, and memory per tunnel counts (issue 4).
+        # An ioctl, not an rtnetlink round trip.
         return socket.if_nametoindex(name)
 
     async def our_tun_links(self) -> list[tuple[int, str]]:
         """TUN devices named ipsec0..63 (left by a crashed run, or by another instance)."""
-        found = []
-        for link in await _results(await self._ipr.link("dump")):
-            name = link.get_attr("IFLA_IFNAME") or ""
-            info = link.get_attr("IFLA_LINKINFO")
-            kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-            if kind == "tun" and TUN_NAME.fullmatch(name):
-                found.append((int(link["index"]), name))
-        return found
+        return [
+            (link.index, link.name)
+            for link in self._socket.links()
+            if link.kind == "tun" and TUN_NAME.fullmatch(link.name)
+        ]
 
     async def delete_link(self, index: int) -> None:
-        await self._ipr.link("del", index=index)
+        self._socket.request(rtnl.delete_link(index))
 
     async def set_mtu(self, index: int, mtu: int) -> None:
-        await self._ipr.link("set", index=index, mtu=mtu)
+        self._socket.request(rtnl.set_link(index, mtu=mtu))
 
     async def set_up(self, index: int, up: bool) -> None:
-        await self._ipr.link("set", index=index, state="up" if up else "down")
+        self._socket.request(rtnl.set_link(index, up=up))
 
-    async def set_address(
-        self, index: int, address: ipaddress.IPv4Interface | None, *, fresh: bool = False
-    ) -> None:
-        """Make `address` the only IPv4 address of the link (None: unnumbered).
+    async def configure(
+        self, index: int, mtu: int, address: ipaddress.IPv4Interface | None, *,
+        set_address: bool, fresh: bool = False, guard: ipaddress.IPv4Network | None = None,
+    ) -> None:  # fmt: skip
+        """MTU, (when `set_address`) `address` as the only IPv4 address of the link (None:
+        unnumbered), and the guard route of the address's prefix, in one batch.
 
         A `fresh` link has no IPv4 address yet, so the address dump is skipped: it costs
         time and memory in proportion to all the addresses in the namespace.
         """
-        existing_addresses = (
-            [] if fresh else await _results(await self._ipr.addr("dump", index=index))
-        )
-        for existing in existing_addresses:
-            if existing["family"] == 2 and existing["index"] == index:
-                await self._ipr.addr(
-                    "del", index=index, address=existing.get_attr("IFA_LOCAL"),
-                    prefixlen=existing["prefixlen"],
-                )  # fmt: skip
-        if address is not None:
-            await self._ipr.addr(
-                "add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
-            )
+        messages = [rtnl.set_link(index, mtu=mtu)]
+        if set_address:
+            # The new address goes first: a link left without IPv4 addresses, even for a
+            # moment, has Linux flush its routes.
+            wanted = None
+            if address is not None:
+                wanted = (str(address.ip), address.network.prefixlen)
+                messages.append(rtnl.ipv4_address(index, *wanted, add=True))
+            if not fresh:
+                messages += [
+                    rtnl.ipv4_address(index, old.address, old.prefixlen, add=False)
+                    for old in self._socket.ipv4_addresses()
+                    if old.index == index and (old.address, old.prefixlen) != wanted
+                ]
+        if guard is not None:
+            messages.append(_guard(guard, replace=True))
+        self._socket.request(*messages)
 
     async def replace_route(
         self, index: int, prefix: ipaddress.IPv4Network, src: ipaddress.IPv4Address | None
     ) -> None:
-        extra = {"prefsrc": str(src)} if src is not None else {}
-        await self._ipr.route(
-            "replace", dst=str(prefix), oif=index, proto=RTPROT_RBIPSEC, table=MAIN_TABLE,
-            **extra,
-        )  # fmt: skip
+        self._socket.request(_route(index, prefix, src))
+
+    async def replace_routes(
+        self, index: int, prefixes: Iterable[ipaddress.IPv4Network],
+        src: ipaddress.IPv4Address | None,
+    ) -> None:  # fmt: skip
+        """Device routes into the link, in one batch."""
+        self._socket.request(*(_route(index, prefix, src) for prefix in prefixes))
 
     async def delete_route(self, index: int, prefix: ipaddress.IPv4Network) -> None:
-        await self._ipr.route("del", dst=str(prefix), oif=index, table=MAIN_TABLE)
+        self._socket.request(rtnl.ipv4_route(
+            str(prefix.network_address), prefix.prefixlen, table=MAIN_TABLE, replace=False,
+            oif=index))  # fmt: skip
 
     async def replace_guard(self, prefix: ipaddress.IPv4Network) -> None:
-        await self._ipr.route(
-            "replace", dst=str(prefix), type="unreachable", priority=GUARD_METRIC,
-            proto=RTPROT_RBIPSEC, table=MAIN_TABLE,
-        )  # fmt: skip
+        self._socket.request(_guard(prefix, replace=True))
 
     async def delete_guard(self, prefix: ipaddress.IPv4Network) -> None:
-        await self._ipr.route(
-            "del", dst=str(prefix), type="unreachable", priority=GUARD_METRIC, table=MAIN_TABLE
-        )
+        self._socket.request(_guard(prefix, replace=False))
+
+    async def delete_guards(self, prefixes: Iterable[ipaddress.IPv4Network]) -> None:
+        """Remove the guards of `prefixes`; those already gone are no error."""
+        outcomes = self._socket.transact([_guard(p, replace=False) for p in prefixes])
+        for error in outcomes:
+            if error is not None and error.errno not in _GONE:
+                raise error
 
     async def our_guards(self) -> list[ipaddress.IPv4Network]:
-        guards = []
-        for route in await _results(await self._ipr.route("dump", family=2)):
-            if (
-                route["proto"] == RTPROT_RBIPSEC
-                and route.get_attr("RTA_PRIORITY") == GUARD_METRIC
-                and route.get_attr("RTA_OIF") is None
-            ):
-                destination = route.get_attr("RTA_DST") or "0.0.0.0"
-                guards.append(ipaddress.IPv4Network(f"{destination}/{route['dst_len']}"))
-        return guards
+        return [
+            ipaddress.IPv4Network(f"{route.destination}/{route.prefixlen}")
+            for route in self._socket.ipv4_routes()
+            if route.protocol == RTPROT_RBIPSEC
+            and route.priority == GUARD_METRIC
+            and route.oif is None
+        ]
+
+
+_GONE = (errno.ESRCH, errno.ENOENT)  # what the kernel says for a route that is not there
+
+
+def _route(
+    index: int, prefix: ipaddress.IPv4Network, src: ipaddress.IPv4Address | None
+) -> rtnl.Message:
+    return rtnl.ipv4_route(
+        str(prefix.network_address), prefix.prefixlen, table=MAIN_TABLE, replace=True,
+        oif=index, protocol=RTPROT_RBIPSEC, prefsrc=str(src) if src is not None else None,
+    )  # fmt: skip
+
+
+def _guard(prefix: ipaddress.IPv4Network, *, replace: bool) -> rtnl.Message:
+    return rtnl.ipv4_route(
+        str(prefix.network_address), prefix.prefixlen, table=MAIN_TABLE, replace=replace,
+        unreachable=True, priority=GUARD_METRIC, protocol=RTPROT_RBIPSEC if replace else 0,
+    )  # fmt: skip

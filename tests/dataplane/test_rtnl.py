@@ -1,0 +1,157 @@
+"""The small rtnetlink client of the userspace dataplane (rtnl.py) and LinkConfig on it.
+
+Encoding is checked against the layouts of linux/rtnetlink.h without root; the requests
+themselves run in a namespace of their own against `ip`'s view of the result (root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.dataplane.userspace import rtnl
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _attributes(body: bytes, offset: int) -> dict[int, bytes]:
+    return dict(rtnl._attrs(body, offset))
+
+
+def test_guard_route_encodes_type_priority_protocol_and_table() -> None:
+    message = rtnl.ipv4_route("10.8.0.0", 24, table=254, replace=True, unreachable=True,
+                              priority=0xFFFFFF00, protocol=114)  # fmt: skip
+    assert message.kind == rtnl.RTM_NEWROUTE
+    assert message.flags == rtnl.NLM_F_ACK | rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE
+    family, dst_len, _, _, table, protocol, scope, kind, _ = rtnl._RTMSG.unpack_from(message.body)
+    assert (family, dst_len, table, protocol, kind) == (socket.AF_INET, 24, 254, 114, 7)
+    assert scope == rtnl.RT_SCOPE_UNIVERSE
+    attrs = _attributes(message.body, rtnl._RTMSG.size)
+    assert attrs[rtnl.RTA_DST] == socket.inet_aton("10.8.0.0")
+    assert struct.unpack("=I", attrs[rtnl.RTA_PRIORITY]) == (0xFFFFFF00,)
+    assert struct.unpack("=I", attrs[rtnl.RTA_TABLE]) == (254,)
+    assert rtnl.RTA_OIF not in attrs
+
+
+def test_device_route_is_on_link_and_its_delete_matches_any_scope() -> None:
+    add = rtnl.ipv4_route("10.8.0.0", 24, table=254, replace=True, oif=7, prefsrc="10.1.1.1")
+    delete = rtnl.ipv4_route("10.8.0.0", 24, table=254, replace=False, oif=7)
+    assert rtnl._RTMSG.unpack_from(add.body)[6] == rtnl.RT_SCOPE_LINK
+    assert rtnl._RTMSG.unpack_from(delete.body)[6] == rtnl.RT_SCOPE_NOWHERE
+    assert delete.kind == rtnl.RTM_DELROUTE and delete.flags == rtnl.NLM_F_ACK
+    attrs = _attributes(add.body, rtnl._RTMSG.size)
+    assert struct.unpack("=I", attrs[rtnl.RTA_OIF]) == (7,)
+    assert attrs[rtnl.RTA_PREFSRC] == socket.inet_aton("10.1.1.1")
+
+
+def test_link_change_touches_only_what_is_asked() -> None:
+    mtu_only = rtnl.set_link(3, mtu=1400)
+    _, _, index, flags, change = rtnl._IFINFOMSG.unpack_from(mtu_only.body)
+    assert (index, flags, change) == (3, 0, 0)
+    assert _attributes(mtu_only.body, rtnl._IFINFOMSG.size) == {
+        rtnl.IFLA_MTU: struct.pack("=I", 1400)
+    }
+    down = rtnl.set_link(3, up=False)
+    assert rtnl._IFINFOMSG.unpack_from(down.body)[3:] == (0, rtnl.IFF_UP)
+    up = rtnl.set_link(3, up=True)
+    assert rtnl._IFINFOMSG.unpack_from(up.body)[3:] == (rtnl.IFF_UP, rtnl.IFF_UP)
+
+
+def test_truncated_attributes_end_the_walk() -> None:
+    good = rtnl._attr(rtnl.IFLA_IFNAME, b"ipsec1\0")
+    assert list(rtnl._attrs(good + b"\x40\x00\x03\x00abc", 0)) == [(rtnl.IFLA_IFNAME, b"ipsec1\0")]
+    assert list(rtnl._attrs(b"\x02\x00", 0)) == []
+
+
+def test_link_parse_reads_name_and_kind() -> None:
+    info = rtnl._attr(rtnl.IFLA_INFO_KIND, b"tun\0")
+    body = rtnl._IFINFOMSG.pack(0, 0, 9, 0, 0) + rtnl._attr(rtnl.IFLA_IFNAME, b"ipsec4\0")
+    body += rtnl._attr(rtnl.IFLA_LINKINFO, info)
+    raw = rtnl._NLMSGHDR.pack(16 + len(body), rtnl.RTM_NEWLINK, 0, 1, 0) + body
+    assert rtnl._parse_link(raw) == rtnl.Link(9, "ipsec4", "tun")
+
+
+# -- against the kernel, in a namespace -----------------------------------------------------
+SCRIPT = r"""
+import asyncio, ipaddress, json, subprocess, sys
+from core.dataplane.userspace import rtnl
+from core.dataplane.userspace.tun import LinkConfig, open_tun
+
+def ip(*args):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
+
+async def main():
+    links = LinkConfig()
+    await links.open()
+    fd = open_tun("ipsec5")
+    index = await links.ifindex("ipsec5")
+    net = ipaddress.IPv4Network
+    await links.configure(index, 1400, ipaddress.IPv4Interface("10.9.0.1/24"),
+                          set_address=True, fresh=True, guard=net("10.9.0.0/24"))
+    await links.set_up(index, True)
+    await links.replace_routes(index, [net("10.8.0.0/24")], None)
+    await links.replace_guard(net("10.8.0.0/24"))
+    first = ip("-4", "route") + ip("-4", "addr", "show", "ipsec5") + ip("link", "show", "ipsec5")
+    found = [await links.our_tun_links(), [str(p) for p in await links.our_guards()]]
+    # a new address on an up link: its routes must survive (new address first)
+    await links.configure(index, 1300, ipaddress.IPv4Interface("10.9.1.1/24"), set_address=True)
+    second = ip("-4", "route") + ip("-4", "addr", "show", "ipsec5")
+    await links.delete_route(index, net("10.8.0.0/24"))
+    await links.delete_guards([net("10.8.0.0/24"), net("10.7.0.0/24")])  # 10.7: never there
+    try:
+        await links.delete_guard(net("10.7.0.0/24"))
+        refused = None
+    except OSError as error:
+        refused = error.errno
+    third = ip("-4", "route")
+    missing = rtnl.ipv4_route("10.254.254.0", 24, table=254, replace=False, unreachable=True,
+                              priority=0xFFFFFF00)
+    outcomes = [error.errno if error else None for error in links._socket.transact(
+        [missing, rtnl.set_link(index, mtu=1280), rtnl.set_link(0x7FFFFFF0, mtu=1400)])]
+    for index, _ in await links.our_tun_links():
+        await links.delete_link(index)
+    print(json.dumps([first, found, second, refused, third, outcomes, ip("link")]))
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    name = f"rbrtnl-{os.getpid() % 100000}-{time.monotonic_ns() % 100000}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_link_config_against_the_kernel(namespace: str) -> None:
+    result = subprocess.run(
+        ["ip", "netns", "exec", namespace, sys.executable, "-c", SCRIPT],
+        capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    first, found, second, refused, third, outcomes, links_left = json.loads(result.stdout)
+    assert "10.8.0.0/24 dev ipsec5 proto 114 scope link" in first
+    assert "unreachable 10.8.0.0/24 proto 114 metric 4294967040" in first
+    assert "unreachable 10.9.0.0/24 proto 114 metric 4294967040" in first
+    assert "inet 10.9.0.1/24" in first and "mtu 1400" in first and ",UP," in first
+    assert found == [[[found[0][0][0], "ipsec5"]], ["10.8.0.0/24", "10.9.0.0/24"]]
+    assert "10.8.0.0/24 dev ipsec5" in second and "inet 10.9.1.1/24" in second
+    assert "10.9.0.1" not in second
+    assert refused == 3  # ESRCH: a single delete of a missing guard is an error
+    assert "10.8.0.0/24" not in third
+    assert outcomes == [3, None, 19]  # each request's own answer: ESRCH, done, ENODEV
+    assert "ipsec5" not in links_left
