@@ -23,6 +23,7 @@ with tc instead.  The argument builders are pure, for tests without root.
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 from typing import Any
 
@@ -134,7 +135,7 @@ class TransportRoutes:
             self._ipr = None
 
     async def add(self, ifindex: int, peer: TransportPeer) -> None:
-        """Guard, device route, and the rule if it is the family's first peer.
+        """Guard, device route (once the link is up), the rule for the family's first peer.
 
         On failure nothing of it stays (the caller sees the NetlinkError)."""
         family = family_of(peer.remote)
@@ -142,7 +143,7 @@ class TransportRoutes:
         self.routes[ifindex] = peer
         try:
             await self._ipr.route("replace", **guard_args(peer.remote))
-            await self._ipr.route("replace", **route_args(peer, ifindex))
+            await self._device_route(ifindex, peer)
             if first:
                 await self._ensure_rule(family)
         except BaseException:
@@ -154,7 +155,14 @@ class TransportRoutes:
         """The device route again, after the link came up (Linux flushed it when down)."""
         peer = self.routes.get(ifindex)
         if peer is not None:
+            await self._device_route(ifindex, peer)
+
+    async def _device_route(self, ifindex: int, peer: TransportPeer) -> None:
+        try:
             await self._ipr.route("replace", **route_args(peer, ifindex))
+        except NetlinkError as error:
+            if error.code != errno.ENETDOWN:  # link down: `restore` adds it when up
+                raise
 
     async def remove(self, ifindex: int) -> None:
         """The peer's routes (the device route may be gone with the device), maybe the rule."""
