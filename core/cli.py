@@ -12,7 +12,6 @@ import json
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import TextIO
 
@@ -66,10 +65,26 @@ def find_socket(config: str | None, socket: str | None) -> str:
 
 
 def _version() -> str:
+    from importlib import metadata  # only for --version: it costs ~20 ms to import
+
     try:
         return metadata.version("rbipsec")
     except metadata.PackageNotFoundError:
         return "0+unknown (not installed)"
+
+
+class _VersionAction(argparse.Action):
+    """`--version`, with the version looked up only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+        values: object, option_string: str | None = None,
+    ) -> None:  # fmt: skip
+        print(f"rbipsec {_version()}")
+        parser.exit()
 
 
 def _peer_name(text: str) -> str:
@@ -84,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Route-based IPsec for Linux: one interface per peer, IKEv1/IKEv2.",
         epilog="Exit codes: 0 ok, 1 error (e.g. no daemon running), 2 usage or config problems.",
     )
-    parser.add_argument("--version", action="version", version=f"rbipsec {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     _add_locators(parser, None)
     parser.set_defaults(command=None, handler=None)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")

@@ -14,9 +14,8 @@ import socket
 from functools import partial
 from typing import TYPE_CHECKING
 
-from core.daemon.floatlink import AddressWatcher, PeerFloatLink
-
 if TYPE_CHECKING:
+    from core.daemon.floatlink import AddressWatcher, PeerFloatLink
     from core.daemon.service import Daemon
 
 log = logging.getLogger("rbipsec.daemon")
@@ -42,6 +41,10 @@ class PeerFollowing:
             if wanted.get(name) != link.peer:
                 del self.links[name]
                 await link.stop()
+        if not wanted and not self.links and self._address_watcher is None:
+            return  # no float link: its DNS client is never imported (~20 ms at start)
+        from core.daemon.floatlink import AddressWatcher, PeerFloatLink
+
         for name, config in wanted.items():
             if name not in self.links:
                 link = PeerFloatLink(config, route_source=daemon.netinfo.route_source,

@@ -11,9 +11,6 @@ import ipaddress
 import socket
 from typing import Any, Protocol
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # RFC 3927 link-local: the source of unnumbered tunnels when no interface lends an IPv4.
@@ -63,6 +60,9 @@ class SystemNetInfo:
 
 
 def _route_source(destination: IPAddress) -> IPAddress:
+    from pyroute2 import IPRoute  # on first use: pyroute2 costs ~60 ms and ~10 MiB to import
+    from pyroute2.netlink.exceptions import NetlinkError
+
     with IPRoute() as ipr:
         try:
             routes: list[Any] = list(ipr.route("get", dst=str(destination)))
@@ -76,6 +76,8 @@ def _route_source(destination: IPAddress) -> IPAddress:
 
 
 def _unnumbered_source(interface: str) -> ipaddress.IPv4Address:
+    from pyroute2 import IPRoute
+
     with IPRoute() as ipr:
         if interface:
             found = ipr.link_lookup(ifname=interface)

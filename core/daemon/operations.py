@@ -117,6 +117,7 @@ class Operations:
             "daemon": {
                 "pid": os.getpid(),
                 "enabled": daemon.enabled,
+                "started": daemon.started,  # start finished: peers set up, IKE listening
                 "dataplane": dataplane.name if dataplane is not None else None,
                 "dataplane_reason": daemon.dataplane_reason or None,
                 "config": daemon.config.path,

@@ -16,9 +16,6 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError as Pyroute2NetlinkError
-
 from core.config import DataplaneChoice
 from core.dataplane.api import Dataplane
 from core.dataplane.model import (
@@ -46,6 +43,9 @@ class Choice:
 
 def probe_kernel() -> str | None:
     """None when the kernel can carry our tunnels; else why not (blocking: run in a thread)."""
+    from pyroute2 import IPRoute  # here: a daemon told to run userspace never imports it
+    from pyroute2.netlink.exceptions import NetlinkError as Pyroute2NetlinkError
+
     try:
         with IPRoute() as ipr:
             ipr.link("add", ifname=PROBE_INTERFACE, kind="xfrm", xfrm_if_id=PROBE_IF_ID)
@@ -80,6 +80,8 @@ def probe_kernel() -> str | None:
 
 
 def _reason(error: BaseException) -> str:
+    from pyroute2.netlink.exceptions import NetlinkError as Pyroute2NetlinkError
+
     if isinstance(error, Pyroute2NetlinkError):
         return str(error.args[-1]) if error.args else str(error)
     if isinstance(error, OSError):

@@ -107,6 +107,9 @@ class Daemon:
         self._stopping = False
         self.enabling = False  # between the start of `_enable` and its end
         self._ordered_batches = 0  # queued batches whose datagrams must keep their order
+        self._reschedule_pending = False  # a call of _reschedule is queued on the loop
+        self._publish_pending = False  # a call of _publish_states is queued on the loop
+        self.started = False  # start() has finished: peers set up, the IKE ports open
         self.operations = Operations(self)
         self.reloader = Reloader(self)
         self.following = PeerFollowing(self)
@@ -138,6 +141,7 @@ class Daemon:
                 "or UDP ports are touched; the control socket still answers"
             )
         self._publish_states()
+        self.started = True
 
     def request_stop(self) -> None:
         if self._stop_requested is not None:
@@ -297,7 +301,19 @@ class Daemon:
                     link = self.following.links.get(peer.name)
                     if link is not None and event.reason in _PEER_GONE:
                         link.peer_dead()
-        if self._timer is not None:
+        self._reschedule_soon()
+
+    def _reschedule_soon(self) -> None:
+        """Move the engine timer once per loop pass, however many pumps the pass made:
+        the engine's next deadline is a scan of all its SAs."""
+        if not self._reschedule_pending:
+            self._reschedule_pending = True
+            self.loop.call_soon(self._reschedule)
+
+    def _reschedule(self) -> None:
+        self._reschedule_pending = False
+        engine = self.engine
+        if engine is not None and self._timer is not None:
             self._timer.schedule(engine.next_timer())
 
     def _after_ike_down(self, peer: PeerRuntime, event: IkeSaDown) -> None:
@@ -338,7 +354,7 @@ class Daemon:
         finally:
             if ordered:
                 self._ordered_batches -= 1
-        self._publish_states()
+        self._publish_states_soon()
 
     def _send(self, datagrams: list[Datagram]) -> None:
         if self.transport is not None:
@@ -561,7 +577,15 @@ class Daemon:
         return peer_state(peer, sa, self.enabled)
 
     # ------------------------------------------------------------------ events ------
+    def _publish_states_soon(self) -> None:
+        """`_publish_states` once per loop pass: each is a scan of every peer, and a pass
+        may apply a batch of events per peer."""
+        if not self._publish_pending:
+            self._publish_pending = True
+            self.loop.call_soon(self._publish_states)
+
     def _publish_states(self) -> None:
+        self._publish_pending = False
         for peer in self.peers.values():
             state = self.state_of(peer)
             previous = self._states.get(peer.name)
