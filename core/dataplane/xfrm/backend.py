@@ -33,6 +33,7 @@ from core.dataplane.model import (
     InterfaceSpec,
     SaCounters,
     SaExpired,
+    SaMode,
     SaSpec,
     TrafficWhileDown,
     is_our_if_id,
@@ -43,6 +44,7 @@ from core.dataplane.xfrm import requests as rq
 from core.dataplane.xfrm.interfaces import Interfaces, InterfaceStateError
 from core.dataplane.xfrm.links import Links
 from core.dataplane.xfrm.netlink import NetlinkError, XfrmSocket
+from core.dataplane.xfrm.redirect import RedirectError, Redirects
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ _FAILURES = (
     LookupError,
     InterfaceStateError,
     rq.InvalidSaError,
+    RedirectError,
 )
 
 
@@ -88,6 +91,7 @@ class XfrmDataplane:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_event: Callable[[DataplaneEvent], None] = lambda _event: None
         self._interfaces: Interfaces | None = None
+        self._redirects = Redirects(netns)  # transport mode: traffic to the peer into ipsecN
         self._sas: dict[SaKey, SaSpec] = {}
         self._policy_if_ids: set[int] = set()
         self._work_lock = threading.Lock()
@@ -170,6 +174,7 @@ class XfrmDataplane:
                 dst = m.unpack_address(state["id_daddr"], state["family"])
                 self._ignore_gone(rq.delsa(dst, state["id_spi"]))
         self._ifs.remove_all()
+        self._redirects.remove_all()
 
     def _ignore_gone(self, request: rq.Request) -> None:
         try:
@@ -180,17 +185,45 @@ class XfrmDataplane:
 
     # -- interfaces ----------------------------------------------------------------
     async def create_interface(self, spec: InterfaceSpec) -> None:
-        await self._run(f"creating interface {spec.name}", lambda: self._ifs.create(spec))
+        def create() -> None:
+            self._ifs.create(spec)
+            try:
+                self._redirect(spec)
+            except BaseException:
+                self._ifs.delete(spec.name)
+                raise
+
+        await self._run(f"creating interface {spec.name}", create)
 
     async def update_interface(self, spec: InterfaceSpec) -> None:
-        await self._run(f"updating interface {spec.name}", lambda: self._ifs.update(spec))
+        def update() -> None:
+            old = self._ifs.spec(spec.name)
+            self._ifs.update(spec)
+            if old.transport != spec.transport:
+                self._redirect(spec)
+
+        await self._run(f"updating interface {spec.name}", update)
 
     async def delete_interface(self, name: str) -> None:
-        await self._run(f"deleting interface {name}", lambda: self._ifs.delete(name))
+        def delete() -> None:
+            self._redirects.remove(name)
+            self._ifs.delete(name)
+
+        await self._run(f"deleting interface {name}", delete)
 
     async def set_link(self, name: str, up: bool) -> None:
-        label = f"setting interface {name} {'up' if up else 'down'}"
-        await self._run(label, lambda: self._ifs.set_link(name, up))
+        def set_link() -> None:
+            self._ifs.set_link(name, up)
+            if up:  # the route to the peer may have moved to another device
+                self._redirects.refresh(name, self._ifs.spec(name).if_id)
+
+        await self._run(f"setting interface {name} {'up' if up else 'down'}", set_link)
+
+    def _redirect(self, spec: InterfaceSpec) -> None:
+        if spec.transport is None:
+            self._redirects.remove(spec.name)
+        else:
+            self._redirects.add(spec.name, spec.if_id, spec.transport)
 
     async def add_route(self, name: str, prefix: ipaddress.IPv4Network) -> None:
         label = f"adding route {prefix} via {name}"
@@ -217,6 +250,9 @@ class XfrmDataplane:
             self._sas[key] = sa
             try:
                 self._sync_policies(sa.if_id)
+                name = self._ifs.name_for_if_id(sa.if_id)
+                if name is not None and sa.mode is SaMode.TRANSPORT:
+                    self._redirects.refresh(name, sa.if_id)
             except BaseException:
                 self._sas.pop(key, None)
                 self._ignore_gone(rq.delsa(sa.dst, sa.spi))

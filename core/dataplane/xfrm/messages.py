@@ -106,6 +106,8 @@ XFRMA_ALG_AUTH_TRUNC = 20
 XFRMA_MARK = 21
 XFRMA_REPLAY_ESN_VAL = 23
 XFRMA_SA_EXTRA_FLAGS = 24
+XFRMA_SET_MARK = 29  # "output mark" (Linux 4.14): the mark of the transformed packet
+XFRMA_SET_MARK_MASK = 30  # (Linux 4.19): which bits of it XFRMA_SET_MARK sets
 XFRMA_IF_ID = 31
 
 ALG_NAME_LEN = 64
@@ -295,6 +297,8 @@ _XFRMA_MAP = (
     (XFRMA_MARK, "XFRMA_MARK", "xfrm_mark"),
     (XFRMA_REPLAY_ESN_VAL, "XFRMA_REPLAY_ESN_VAL", "xfrm_replay_state_esn"),
     (XFRMA_SA_EXTRA_FLAGS, "XFRMA_SA_EXTRA_FLAGS", "uint32"),
+    (XFRMA_SET_MARK, "XFRMA_SET_MARK", "uint32"),
+    (XFRMA_SET_MARK_MASK, "XFRMA_SET_MARK_MASK", "uint32"),
     (XFRMA_IF_ID, "XFRMA_IF_ID", "uint32"),
 )
 

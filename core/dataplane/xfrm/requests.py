@@ -16,6 +16,8 @@ from typing import Any
 from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, nlmsg
 
 from core.dataplane.model import (
+    BYPASS_MARK,
+    BYPASS_MASK,
     Direction,
     EspAlgorithm,
     EspIntegrity,
@@ -179,6 +181,11 @@ def newsa(sa: SaSpec) -> Request:
     attrs.append(("XFRMA_SA_EXTRA_FLAGS", m.XFRM_SA_XFLAG_DONT_ENCAP_DSCP))
     if sa.if_id:
         attrs.append(("XFRMA_IF_ID", sa.if_id))
+    if sa.mode is SaMode.TRANSPORT:
+        # The ESP packets of a transport-mode SA go to the very address whose traffic is
+        # redirected into ipsecN (redirect.py): the bypass mark lets them leave.
+        attrs.append(("XFRMA_SET_MARK", BYPASS_MARK))
+        attrs.append(("XFRMA_SET_MARK_MASK", BYPASS_MASK))
     msg["attrs"] = attrs
     return Request(m.XFRM_MSG_NEWSA, REQUEST_ACK, msg)
 

@@ -41,6 +41,7 @@ CASES: dict[str, str] = {
         "xfrm state add src 2001:db8::1 dst 2001:db8::2 proto esp spi 0x00001000"
         f" reqid 0x72620003 mode transport aead rfc4106(gcm(aes)) {KEY_GCM} 128"
         " replay-window 64 sel src ::/0 dst ::/0 if_id 0x72620003 extra-flag dont-encap-dscp"
+        " output-mark 0x72620000 mask 0xffff0000"
     ),
     "delsa": "xfrm state delete src 198.51.100.1 dst 198.51.100.2 proto esp spi 0x01020304",
     "getsa": "xfrm state get src 198.51.100.1 dst 198.51.100.2 proto esp spi 0x01020304",
