@@ -32,6 +32,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.bench_strongswan_setup import (  # noqa: E402  (path fix first)
+    POLL_INTERVAL,
     PeerPlan,
     SetupLab,
     SetupResult,
@@ -85,6 +86,12 @@ class RbipsecSetup:
     name: str = "rbipsec<->rbipsec"
     both_initiate: bool = False
     dataplane: str = "userspace"
+    profile_dir: Path | None = None  # run each daemon under cProfile, stats to <dir>/<side>.prof
+
+    def _profiler(self, side: str) -> list[str]:
+        if self.profile_dir is None:
+            return []
+        return ["-m", "cProfile", "-o", str(self.profile_dir / f"{side}.prof")]
 
     @contextlib.contextmanager
     def running(self, lab: SetupLab) -> Iterator[list[int]]:
@@ -100,14 +107,13 @@ class RbipsecSetup:
                         dataplane=self.dataplane))  # fmt: skip
                     log = (directory / f"{side}.log").open("wb")
                     processes.append(subprocess.Popen(
-                        namespace.command(sys.executable, "-m", "core.cli", "daemon", "-c",
-                                          str(config)),
-                        cwd=REPO, stdout=log, stderr=log,
-                        env=dict(os.environ, PYTHONPATH=str(REPO)),
+                        namespace.command(sys.executable, *self._profiler(side), "-m",
+                                          "core.cli", "daemon", "-c", str(config)),
+                        cwd=REPO, stdout=log, stderr=log, env=daemon_environment(),
                     ))  # fmt: skip
                     log.close()
-                    if side == "b":  # like the strongSwan runner: the responder is ready first
-                        _wait_for_socket(directory / "b.sock", processes[0])
+                    if side == "b":  # like the strongSwan runner: the responder is ready
+                        _wait_until_started(directory / "b.sock", processes[0])  # first
                 # `ip netns exec` execs the program: these are the daemons' own pids
                 yield [processes[1].pid, processes[0].pid]
             finally:
@@ -130,7 +136,10 @@ class RbipsecSetup:
                               file=sys.stderr)  # fmt: skip
 
 
-def _wait_for_socket(path: Path, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+def _wait_until_started(path: Path, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Until the daemon has finished starting (interfaces set up, IKE ports open), as the
+    strongSwan runner waits until charon has loaded its connections: the control socket
+    answers earlier than that."""
     from core.daemon.control.client import ControlClient, DaemonNotRunning
 
     deadline = time.monotonic() + timeout
@@ -139,11 +148,35 @@ def _wait_for_socket(path: Path, process: subprocess.Popen[bytes], timeout: floa
             raise RuntimeError(f"the responder daemon exited with {process.returncode}")
         try:
             with ControlClient(str(path), timeout=5) as client:
-                client.request("ping")
-            return
+                if client.request("status")["daemon"]["started"]:
+                    return
         except DaemonNotRunning:
-            time.sleep(0.01)
+            pass
+        time.sleep(POLL_INTERVAL)
     raise RuntimeError("the responder daemon did not come up")
+
+
+BYTECODE_CACHE = Path(tempfile.gettempdir()) / "rbipsec-bench-pycache"
+
+
+def daemon_environment() -> dict[str, str]:
+    """The daemons run from bytecode compiled beforehand, as from an installed package
+    (pip compiles at install): this tree is run from source, and with
+    PYTHONDONTWRITEBYTECODE set in the environment each start would compile ~100 modules
+    (~0.1 s) that no installed daemon compiles.  The cache lives outside the tree."""
+    environment = dict(os.environ, PYTHONPATH=str(REPO), PYTHONPYCACHEPREFIX=str(BYTECODE_CACHE))
+    environment.pop("PYTHONDONTWRITEBYTECODE", None)
+    return environment
+
+
+def compile_bytecode() -> None:
+    """Fill the cache: with a prefix, Python keeps the standard library's and the
+    packages' bytecode there too, so a daemon's imports are made once beforehand."""
+    imports = ("import asyncio, concurrent.futures, compileall, core.cli, core.daemon.main, "
+               "core.dataplane.userspace.backend, core.daemon.control.client; "
+               f"compileall.compile_dir({str(REPO / 'core')!r}, quiet=1)")  # fmt: skip
+    subprocess.run([sys.executable, "-c", imports], cwd=REPO, env=daemon_environment(),
+                   check=True)  # fmt: skip
 
 
 def main() -> None:
@@ -155,6 +188,8 @@ def main() -> None:
     parser.add_argument("--both-initiate", action="store_true")
     parser.add_argument("--dataplane", choices=["userspace", "kernel", "auto"],
                         default="userspace")  # fmt: skip
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="daemons under cProfile: DIR/a.prof, DIR/b.prof")  # fmt: skip
     args = parser.parse_args()
     runners: list[object] = []
     if (
@@ -163,12 +198,15 @@ def main() -> None:
         and Path("/usr/lib/ipsec/charon").exists()
     ):
         runners.append(StrongswanSetup())
-    runners.append(RbipsecSetup(both_initiate=args.both_initiate, dataplane=args.dataplane))
+    runners.append(RbipsecSetup(both_initiate=args.both_initiate, dataplane=args.dataplane,
+                                profile_dir=args.profile))  # fmt: skip
+    compile_bytecode()
+    print("load average: " + " ".join(f"{value:.2f}" for value in os.getloadavg()))
     results: list[SetupResult] = []
     for _ in range(args.runs):
         for runner in runners:
             results.append(measure_cold_start(runner, args.peers, args.timeout))  # type: ignore[arg-type]
-    print_results(results)
+    print_results(results, len(runners))
 
 
 if __name__ == "__main__":

@@ -53,6 +53,8 @@ from tests.interop.harness import (  # noqa: E402  (path fix first)
     Netns,
     TunSetup,
     connect_veth,
+    find_charon,
+    wait_until,
 )
 
 MAX_PEERS = 254
@@ -245,16 +247,33 @@ def measure_cold_start(runner: SetupRunner, peers: int, timeout: float = 60.0) -
             pinger.kill()
 
 
-def print_results(results: Sequence[SetupResult]) -> None:
-    baseline = results[0]
+def print_results(results: Sequence[SetupResult], runners: int = 1) -> None:
+    """One line per result; results come in runs of `runners` (one of each runner, in
+    the same order), and a ratio is to the first runner of the same run."""
     print(f"{'runner':24}{'peers':>6}{'up (s)':>9}{'ratio':>7}{'start (s)':>10}"
           f"{'RSS A/B (MiB)':>16}{'CPU A/B (s)':>14}")  # fmt: skip
-    for result in results:
+    for position, result in enumerate(results):
+        baseline = results[position - position % runners]
         ratio = result.seconds / baseline.seconds
         rss = "/".join(f"{kib / 1024:.1f}" for kib in result.rss_kib)
         cpu = "/".join(f"{seconds:.2f}" for seconds in result.cpu_seconds)
         print(f"{result.name:24}{result.peers:>6}{result.seconds:>9.2f}{ratio:>7.2f}"
               f"{result.daemons_started:>10.2f}{rss:>16}{cpu:>14}")  # fmt: skip
+    if len(results) > runners:
+        for first in range(runners):
+            print(summary(results[first::runners]))
+        if runners > 1:
+            ratios = sorted(
+                results[i + 1].seconds / results[i].seconds for i in range(0, len(results), runners)
+            )
+            median = statistics.median(ratios)
+            of_medians = statistics.median(r.seconds for r in results[1::runners]) / (
+                statistics.median(r.seconds for r in results[0::runners])
+            )
+            print(f"ratio {results[1].name} / {results[0].name}: median of the runs' "
+                  f"{median:.2f} (min {ratios[0]:.2f}, max {ratios[-1]:.2f}), "
+                  f"of the medians {of_medians:.2f}")  # fmt: skip
+    print("load average: " + " ".join(f"{value:.2f}" for value in os.getloadavg()))
 
 
 def summary(results: Sequence[SetupResult]) -> str:
@@ -291,6 +310,41 @@ def strongswan_tun(peers: Sequence[PeerPlan], side: str) -> TunSetup:
                     tuple((p.net_a, p.inner_b) for p in peers))  # fmt: skip
 
 
+# Both runners poll for "the responder is ready" (and charon's TUN) this often: the
+# harness's default of 50 ms would add tens of ms of waiting to strongSwan's figure.
+POLL_INTERVAL = 0.005
+
+
+class PromptCharon(Charon):
+    """`Charon` whose start polls for vici and the TUN every POLL_INTERVAL."""
+
+    def start(self, timeout: float = 15.0) -> None:
+        if self.running:
+            raise HarnessError(f"charon {self.name} is already running (pid {self.pid})")
+        charon = find_charon()
+        if charon is None:
+            raise HarnessError("charon is not installed")
+        self.strongswan_conf.write_text(self.settings.render(self.dir))
+        self.vici_socket.unlink(missing_ok=True)
+        mount_and_exec = 'mount --bind "$0" /run && exec "$1"'
+        with self.output_path.open("ab") as output:
+            self.process = subprocess.Popen(
+                self.netns.command("unshare", "--mount", "--propagation", "private",
+                                   "sh", "-c", mount_and_exec, str(self.run_dir), charon),
+                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                env=self._env(), start_new_session=True,
+            )  # fmt: skip
+        if wait_until(self._vici_ready, timeout, POLL_INTERVAL) is None:
+            self.kill()
+            raise HarnessError(f"charon {self.name}: no vici socket within {timeout} s")
+        tun = self.tun
+        if tun is not None:  # before loading: see Charon.start
+            if wait_until(lambda: self.netns.has_link(tun.device), 5.0, POLL_INTERVAL) is None:
+                raise HarnessError(f"charon {self.name}: no TUN {tun.device}")
+            tun.apply(self.netns)
+        self.load()
+
+
 @dataclass
 class StrongswanSetup:
     name: str = "strongswan<->strongswan"
@@ -299,9 +353,9 @@ class StrongswanSetup:
     @contextlib.contextmanager
     def running(self, lab: SetupLab) -> Iterator[list[int]]:
         settings = self.settings or CharonSettings(log_levels={"default": 0})
-        charon_b = Charon(lab.ns_b, "setup-b", strongswan_connections(lab.peers, "b"),
+        charon_b = PromptCharon(lab.ns_b, "setup-b", strongswan_connections(lab.peers, "b"),
                           settings=settings, tun=strongswan_tun(lab.peers, "b"))  # fmt: skip
-        charon_a = Charon(lab.ns_a, "setup-a", strongswan_connections(lab.peers, "a"),
+        charon_a = PromptCharon(lab.ns_a, "setup-a", strongswan_connections(lab.peers, "a"),
                           settings=settings, tun=strongswan_tun(lab.peers, "a"))  # fmt: skip
         with charon_b, charon_a:  # the responder first: A initiates as it loads its config
             pids = [charon.pid for charon in (charon_a, charon_b)]
@@ -324,8 +378,6 @@ def main() -> None:
     runner = StrongswanSetup(settings=CharonSettings(log_levels={"default": 0}, extra=extra))
     results = [measure_cold_start(runner, args.peers) for _ in range(args.runs)]
     print_results(results)
-    if len(results) > 1:
-        print(summary(results))
 
 
 if __name__ == "__main__":
