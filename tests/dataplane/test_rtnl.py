@@ -27,7 +27,7 @@ def _attributes(body: bytes, offset: int) -> dict[int, bytes]:
 
 
 def test_guard_route_encodes_type_priority_protocol_and_table() -> None:
-    message = rtnl.ipv4_route("10.8.0.0", 24, table=254, replace=True, unreachable=True,
+    message = rtnl.ip_route("10.8.0.0", 24, table=254, replace=True, unreachable=True,
                               priority=0xFFFFFF00, protocol=114)  # fmt: skip
     assert message.kind == rtnl.RTM_NEWROUTE
     assert message.flags == rtnl.NLM_F_ACK | rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE
@@ -42,8 +42,8 @@ def test_guard_route_encodes_type_priority_protocol_and_table() -> None:
 
 
 def test_device_route_is_on_link_and_its_delete_matches_any_scope() -> None:
-    add = rtnl.ipv4_route("10.8.0.0", 24, table=254, replace=True, oif=7, prefsrc="10.1.1.1")
-    delete = rtnl.ipv4_route("10.8.0.0", 24, table=254, replace=False, oif=7)
+    add = rtnl.ip_route("10.8.0.0", 24, table=254, replace=True, oif=7, prefsrc="10.1.1.1")
+    delete = rtnl.ip_route("10.8.0.0", 24, table=254, replace=False, oif=7)
     assert rtnl._RTMSG.unpack_from(add.body)[6] == rtnl.RT_SCOPE_LINK
     assert rtnl._RTMSG.unpack_from(delete.body)[6] == rtnl.RT_SCOPE_NOWHERE
     assert delete.kind == rtnl.RTM_DELROUTE and delete.flags == rtnl.NLM_F_ACK
@@ -112,7 +112,7 @@ async def main():
     except OSError as error:
         refused = error.errno
     third = ip("-4", "route")
-    missing = rtnl.ipv4_route("10.254.254.0", 24, table=254, replace=False, unreachable=True,
+    missing = rtnl.ip_route("10.254.254.0", 24, table=254, replace=False, unreachable=True,
                               priority=0xFFFFFF00)
     outcomes = [error.errno if error else None for error in links._socket.transact(
         [missing, rtnl.set_link(index, mtu=1280), rtnl.set_link(0x7FFFFFF0, mtu=1400)])]
@@ -155,3 +155,64 @@ def test_link_config_against_the_kernel(namespace: str) -> None:
     assert "10.8.0.0/24" not in third
     assert outcomes == [3, None, 19]  # each request's own answer: ESRCH, done, ENODEV
     assert "ipsec5" not in links_left
+
+
+def test_ipv6_route_and_fwmark_rule_encode() -> None:
+    route = rtnl.ip_route("2001:db8::1", 128, table=29282, replace=True, oif=4,
+                          protocol=114, prefsrc="2001:db8::2")  # fmt: skip
+    fields = rtnl._RTMSG.unpack_from(route.body)
+    assert (fields[0], fields[1], fields[4]) == (socket.AF_INET6, 128, 252)  # RT_TABLE_COMPAT
+    attrs = _attributes(route.body, rtnl._RTMSG.size)
+    assert attrs[rtnl.RTA_DST] == socket.inet_pton(socket.AF_INET6, "2001:db8::1")
+    assert struct.unpack("=I", attrs[rtnl.RTA_TABLE]) == (29282,)
+    rule = rtnl.fwmark_rule(socket.AF_INET, table=29282, priority=29282, fwmark=0x72620000,
+                            fwmask=0xFFFF0000, invert=True, add=True)  # fmt: skip
+    assert rule.kind == rtnl.RTM_NEWRULE
+    header = rtnl._FIB_RULE_HDR.unpack_from(rule.body)
+    assert (header[0], header[7], header[8]) == (socket.AF_INET, 1, rtnl.FIB_RULE_INVERT)
+    attrs = _attributes(rule.body, rtnl._FIB_RULE_HDR.size)
+    assert struct.unpack("=I", attrs[rtnl.FRA_FWMARK]) == (0x72620000,)
+    assert struct.unpack("=I", attrs[rtnl.FRA_FWMASK]) == (0xFFFF0000,)
+    raw = rtnl._NLMSGHDR.pack(16 + len(rule.body), rtnl.RTM_NEWRULE, 0, 1, 0) + rule.body
+    assert rtnl._parse_rule(raw) == rtnl.Rule(socket.AF_INET, 29282, 29282, 2)
+
+
+RULES_SCRIPT = r"""
+import json, socket, subprocess
+from core.dataplane.userspace import rtnl
+
+def ip(*args):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
+
+sock = rtnl.RtnlSocket()
+rule = dict(table=29282, priority=29282, fwmark=0x72620000, fwmask=0xFFFF0000, invert=True)
+sock.request(rtnl.fwmark_rule(socket.AF_INET, add=True, **rule),
+             rtnl.ip_route("2001:db8::1", 128, table=29282, replace=True, unreachable=True,
+                           priority=0xFFFFFF00, protocol=114))
+shown = [ip("-4", "rule"), ip("-6", "route", "show", "table", "29282")]
+found = [[r.table, r.priority, r.flags] for r in sock.rules(socket.AF_INET) if r.table == 29282]
+routes = [[r.destination, r.prefixlen, r.table, r.protocol]
+          for r in sock.routes(socket.AF_INET6) if r.table == 29282]
+sock.request(rtnl.fwmark_rule(socket.AF_INET, add=False, **rule),
+             rtnl.ip_route("2001:db8::1", 128, table=29282, replace=False, unreachable=True,
+                           priority=0xFFFFFF00))
+left = [ip("-4", "rule"), ip("-6", "route", "show", "table", "29282")]
+print(json.dumps([shown, found, routes, left]))
+"""
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_rules_and_ipv6_routes_against_the_kernel(namespace: str) -> None:
+    result = subprocess.run(
+        ["ip", "netns", "exec", namespace, sys.executable, "-c", RULES_SCRIPT],
+        capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    shown, found, routes, left = json.loads(result.stdout)
+    assert "29282:\tnot from all fwmark 0x72620000/0xffff0000 lookup 29282" in shown[0]
+    assert "unreachable 2001:db8::1 dev lo proto 114 metric 4294967040" in shown[1]
+    assert found == [[29282, 29282, 2]]
+    assert routes == [["2001:db8::1", 128, 29282, 114]]
+    assert "29282" not in left[0] and left[1] == ""

@@ -146,7 +146,7 @@ class LinkConfig:
         self._socket.request(*(_route(index, prefix, src) for prefix in prefixes))
 
     async def delete_route(self, index: int, prefix: ipaddress.IPv4Network) -> None:
-        self._socket.request(rtnl.ipv4_route(
+        self._socket.request(rtnl.ip_route(
             str(prefix.network_address), prefix.prefixlen, table=MAIN_TABLE, replace=False,
             oif=index))  # fmt: skip
 
@@ -166,7 +166,7 @@ class LinkConfig:
     async def our_guards(self) -> list[ipaddress.IPv4Network]:
         return [
             ipaddress.IPv4Network(f"{route.destination}/{route.prefixlen}")
-            for route in self._socket.ipv4_routes()
+            for route in self._socket.routes()
             if route.protocol == RTPROT_RBIPSEC
             and route.priority == GUARD_METRIC
             and route.oif is None
@@ -179,14 +179,14 @@ _GONE = (errno.ESRCH, errno.ENOENT)  # what the kernel says for a route that is 
 def _route(
     index: int, prefix: ipaddress.IPv4Network, src: ipaddress.IPv4Address | None
 ) -> rtnl.Message:
-    return rtnl.ipv4_route(
+    return rtnl.ip_route(
         str(prefix.network_address), prefix.prefixlen, table=MAIN_TABLE, replace=True,
         oif=index, protocol=RTPROT_RBIPSEC, prefsrc=str(src) if src is not None else None,
     )  # fmt: skip
 
 
 def _guard(prefix: ipaddress.IPv4Network, *, replace: bool) -> rtnl.Message:
-    return rtnl.ipv4_route(
+    return rtnl.ip_route(
         str(prefix.network_address), prefix.prefixlen, table=MAIN_TABLE, replace=replace,
         unreachable=True, priority=GUARD_METRIC, protocol=RTPROT_RBIPSEC if replace else 0,
     )  # fmt: skip
