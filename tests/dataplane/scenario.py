@@ -420,3 +420,65 @@ def run_tcp_stream_scenario(factory: str, suite: str, *, encap: bool, chunks: in
         require(received == sent, "the stream arrived changed")
         counters: InterfaceCounters = lab.b.call("interface_counters", TUNNEL)
         require(counters.rx_errors == 0, f"B's interface counted errors: {counters}")
+
+
+UDP_SINK = """
+import socket, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+sock.bind((sys.argv[1], 5302)); sock.settimeout(10); print("ready", flush=True)
+indices = []; damaged = 0
+try:
+    while True:
+        data = sock.recv(65535); sock.settimeout(1)
+        index = int.from_bytes(data[:4], "big")
+        damaged += data[4:] != bytes((index + i) % 251 for i in range(len(data) - 4))
+        indices.append(index)
+except TimeoutError:
+    pass
+print(damaged, *indices, flush=True)
+"""
+UDP_SOURCE = """
+import socket, sys, time
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+bursts, burst = int(sys.argv[2]), int(sys.argv[3])
+for index in range(bursts * burst):
+    size = 300 if index % burst == burst - 1 else 1000  # a short tail ends each burst
+    sock.sendto(index.to_bytes(4, "big") + bytes((index + i) % 251 for i in range(size - 4)),
+                (sys.argv[1], 5302))
+    if index % burst == burst - 1:
+        time.sleep(0.005)
+"""
+
+
+def run_udp_burst_scenario(factory: str, suite: str, *, encap: bool, bursts: int = 20) -> None:
+    """Bursts of UDP datagrams (which the receiving side may merge into GSO packets) all
+    arrive, in order, each one intact."""
+    burst = 32
+    with two_node_lab(factory) as lab:
+        build_tunnel(lab, suite, encap=encap)
+        require(lab.ping("10.0.0.2", count=1), "ping across the tunnel failed")
+        python = ("ip", "netns", "exec")
+        sink = subprocess.Popen(
+            [*python, lab.ns_b, sys.executable, "-c", UDP_SINK, "10.0.0.2"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert sink.stdout is not None
+            require(sink.stdout.readline().strip() == "ready", "the UDP sink did not start")
+            sh(*python, lab.ns_a, sys.executable, "-c", UDP_SOURCE, "10.0.0.2", str(bursts),
+               str(burst), timeout=60)  # fmt: skip
+            output, _ = sink.communicate(timeout=30)
+        finally:
+            if sink.poll() is None:
+                sink.kill()
+                sink.wait()
+        damaged, *indices = (int(value) for value in output.split())
+        require(damaged == 0, f"{damaged} datagrams arrived changed")
+        expected = bursts * burst
+        require(
+            indices == list(range(expected)),
+            f"{len(indices)} of {expected} arrived, or out of order",
+        )
+        counters: InterfaceCounters = lab.b.call("interface_counters", TUNNEL)
+        require(counters.rx_errors == 0, f"B's interface counted errors: {counters}")

@@ -162,3 +162,123 @@ def test_any_stream_comes_out_in_order_with_valid_checksums(
     assert all(checksums_valid(p) for _, p, _ in written if p[9] == 6)
     sizes = (size, size // 2)  # a merge of short segments has the short size
     assert all(vnet == PLAIN or VNET_HEADER.unpack(vnet)[3] in sizes for vnet, _, _ in written)
+
+
+# -- UDP ------------------------------------------------------------------------------
+def datagram(
+    payload: bytes, *, sport: int = 40000, df: bool = True, tos: int = 0, ttl: int = 64,
+    checksum_error: int = 0, no_checksum: bool = False,
+) -> bytes:  # fmt: skip
+    """An IPv4 UDP datagram with correct checksums (unless told otherwise)."""
+    udp = struct.pack("!HHHH", sport, 5202, 8 + len(payload), 0) + payload
+    pseudo = SRC.packed + DST.packed + struct.pack("!BBH", 0, 17, len(udp))
+    checksum = 0 if no_checksum else (internet_checksum(pseudo + udp) or 0xFFFF) ^ checksum_error
+    udp = udp[:6] + checksum.to_bytes(2, "big") + udp[8:]
+    header = bytearray(
+        build_ipv4_header(src=SRC, dst=DST, protocol=17, payload_length=len(udp), tos=tos, ttl=ttl)
+    )
+    if df:
+        header[6] = 0x40
+        header[10:12] = bytes(2)
+        header[10:12] = internet_checksum(bytes(header)).to_bytes(2, "big")
+    return bytes(header) + udp
+
+
+def split_like_the_kernel(vnet: bytes, merged: bytes) -> list[bytes]:
+    """What Linux makes of a UDP GSO packet (__udp_gso_segment, then the NEEDS_CSUM
+    checksum completed as skb_checksum_help does): the datagrams it delivers."""
+    flags, gso_type, header_length, gso_size, csum_start, csum_offset = VNET_HEADER.unpack(vnet)
+    assert (flags, gso_type, header_length, csum_start, csum_offset) == (1, 5, 28, 20, 6)
+    assert internet_checksum(merged[:20]) == 0
+    assert int.from_bytes(merged[2:4], "big") == len(merged)
+    merged_udp_length = int.from_bytes(merged[24:26], "big")
+    assert merged_udp_length == len(merged) - 20
+    partial = int.from_bytes(merged[26:28], "big")
+    datagrams = []
+    for start in range(28, len(merged), gso_size):
+        piece = merged[start : start + gso_size]
+        udp_length = 8 + len(piece)
+        field = partial + (~merged_udp_length & 0xFFFF) + udp_length  # csum16_sub, csum16_add
+        while field >> 16:
+            field = (field & 0xFFFF) + (field >> 16)
+        udp = merged[20:24] + struct.pack("!HH", udp_length, field) + piece
+        checksum = internet_checksum(udp) or 0xFFFF
+        udp = udp[:6] + checksum.to_bytes(2, "big") + udp[8:]
+        datagrams.append(merged[:2] + (20 + udp_length).to_bytes(2, "big") + merged[4:20] + udp)
+    return datagrams
+
+
+def test_datagrams_of_one_flow_become_one_udp_gso_packet() -> None:
+    packets = [datagram(bytes((i + n) % 256 for n in range(1372))) for i in range(3)]
+    packets.append(datagram(b"short tail"))
+    ((vnet, merged, count),) = list(coalesce(packets))
+    assert count == 4 and VNET_HEADER.unpack(vnet)[3] == 1372
+    assert len(merged) == 28 + 3 * 1372 + len(b"short tail")
+    delivered = split_like_the_kernel(vnet, merged)
+    assert [packet[20:] for packet in delivered] == [packet[20:] for packet in packets]
+    for packet in delivered:  # the checksum each carried from its sender, recomputed
+        pseudo = packet[12:20] + struct.pack("!BBH", 0, 17, len(packet) - 20)
+        assert internet_checksum(pseudo + packet[20:]) == 0
+
+
+def test_udp_merging_stops_at_64_datagrams_and_64_kib() -> None:
+    small = list(coalesce([datagram(bytes(36)) for _ in range(100)]))
+    assert [count for _, _, count in small] == [64, 36]
+    large = list(coalesce([datagram(bytes(1372)) for _ in range(60)]))
+    assert all(len(packet) <= 0xFFFF for _, packet, _ in large)
+    assert sum(count for _, _, count in large) == 60 and len(large) == 2
+
+
+def test_udp_datagrams_that_must_not_merge_pass_untouched() -> None:
+    body = bytes(100)
+    cases = {
+        "bad checksum": [datagram(body), datagram(body, checksum_error=1)],
+        "no checksum": [datagram(body, no_checksum=True), datagram(body, no_checksum=True)],
+        "no DF": [datagram(body, df=False), datagram(body, df=False)],
+        "other port": [datagram(body), datagram(body, sport=40001)],
+        "other ToS": [datagram(body), datagram(body, tos=4)],
+        "other TTL": [datagram(body), datagram(body, ttl=3)],
+        "larger after smaller": [datagram(body), datagram(bytes(101))],
+    }
+    for label, packets in cases.items():
+        written = list(coalesce(packets))
+        assert written == [(PLAIN, packet, 1) for packet in packets], label
+
+
+def test_a_datagram_with_a_bad_checksum_is_written_alone_between_merges() -> None:
+    good = [datagram(bytes(200)) for _ in range(2)]
+    bad = datagram(bytes(200), checksum_error=0x0100)
+    written = list(coalesce([*good, bad, *good]))
+    assert [count for _, _, count in written] == [2, 1, 2]
+    assert written[1] == (PLAIN, bad, 1)
+
+
+def test_udp_merging_can_be_switched_off() -> None:
+    packets = [datagram(bytes(100)) for _ in range(3)]
+    assert list(coalesce(packets, udp=False)) == [(PLAIN, packet, 1) for packet in packets]
+
+
+def test_tcp_and_udp_in_one_batch_keep_their_order() -> None:
+    tcp = stream(0, [500, 500], last_flags=ACK)
+    udp = [datagram(bytes(300)) for _ in range(2)]
+    written = list(coalesce([*tcp, *udp, *stream(1000, [500])]))
+    assert [(packet[9], count) for _, packet, count in written] == [(6, 2), (17, 2), (6, 1)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(1, 700)), max_size=30))
+def test_any_udp_batch_is_delivered_as_it_was_sent(shapes: list[tuple[int, int]]) -> None:
+    packets = [
+        datagram(bytes((size + n) % 256 for n in range(size)), sport=40000 + flow)
+        for flow, size in shapes
+    ]
+    delivered = []
+    for vnet, packet, count in coalesce(packets):
+        if vnet == PLAIN:
+            assert count == 1
+            delivered.append(packet)
+        else:
+            pieces = split_like_the_kernel(vnet, packet)
+            assert len(pieces) == count
+            delivered.extend(pieces)
+    assert [packet[20:] for packet in delivered] == [packet[20:] for packet in packets]

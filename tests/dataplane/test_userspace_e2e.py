@@ -15,6 +15,7 @@ from tests.dataplane.scenario import (
     run_link_scenario,
     run_tcp_stream_scenario,
     run_tunnel_scenario,
+    run_udp_burst_scenario,
     run_unnumbered_scenario,
 )
 
@@ -45,3 +46,8 @@ def test_unnumbered_interface_borrows_its_source() -> None:
 @pytest.mark.parametrize("encap", [False, True], ids=["raw-esp", "udp-4500"])
 def test_a_tcp_stream_arrives_intact(encap: bool) -> None:
     run_tcp_stream_scenario(FACTORY, "aes-gcm-128", encap=encap)
+
+
+@pytest.mark.parametrize("encap", [False, True], ids=["raw-esp", "udp-4500"])
+def test_udp_bursts_arrive_intact_and_in_order(encap: bool) -> None:
+    run_udp_burst_scenario(FACTORY, "aes-gcm-128", encap=encap)

@@ -9,10 +9,12 @@ its ToS stays 0 whatever the inner packet carries.
 
 Inbound: raw ESP arrives on the same raw sockets (IPv4 ones include the IP header, which
 is skipped, not copied); UDP-encapsulated ESP is handed over by the daemon through
-`handle_encapsulated_esp`.  The SA is found by SPI and the packet decapsulated.  Non-TCP
-packets are written to the interface's TUN at once; TCP segments are queued until the
-end of the batch and written coalesced into GSO packets (gro.py), which spares the kernel
-most per-packet work and the tunnel most ACKs.  Bad packets are counted, never raised.
+`handle_encapsulated_esp`.  The SA is found by SPI and the packet decapsulated.  TCP
+segments and UDP datagrams are queued until the end of the batch and written coalesced
+into GSO packets (gro.py), which spares the kernel most per-packet work (one write, one
+routing decision and one wake-up of the receiving socket per merged packet) and the
+tunnel most ACKs; other packets are written at once.  Bad packets are counted, never
+raised.
 
 A one-second tick reports SA expiry and notes last use.  The module runs in the current
 network namespace.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import os
 import socket
@@ -45,8 +48,8 @@ from core.dataplane.model import (
 )
 from core.dataplane.mss import clamp_mss
 from core.dataplane.userspace.esp import DropKind, EspDropped, EspSa, EspSaError, EspSendRefused
-from core.dataplane.userspace.gro import PLAIN, VNET_HEADER_SIZE, coalesce
-from core.dataplane.userspace.packet import PROTO_TCP
+from core.dataplane.userspace.gro import GSO_UDP_L4, PLAIN, VNET_HEADER_SIZE, coalesce
+from core.dataplane.userspace.packet import PROTO_TCP, PROTO_UDP
 from core.dataplane.userspace.rtnl import NetlinkError as RtnlError
 from core.dataplane.userspace.tun import (
     TUN_NAME,
@@ -134,6 +137,7 @@ class UserspaceDataplane:
     """`Dataplane` over TUN devices with ESP in Python; see the module docstring."""
 
     name = "userspace"
+    _udp_gso = True  # merge UDP datagrams into GSO packets; off once the kernel refuses one
 
     def __init__(self) -> None:
         self._links = LinkConfig()
@@ -424,7 +428,8 @@ class UserspaceDataplane:
             return
         if interface.tcp_mss:
             packet = clamp_mss(packet, interface.tcp_mss)
-        if packet[9] != PROTO_TCP:  # nothing to merge it with: no reason to wait
+        protocol = packet[9]
+        if protocol != PROTO_TCP and protocol != PROTO_UDP:  # nothing to merge: no waiting
             if self._pending:
                 self._flush()  # what came before goes first
             self._write(interface, PLAIN, packet, 1)
@@ -438,7 +443,7 @@ class UserspaceDataplane:
                 self._flush()
 
     def _flush(self) -> None:
-        """Write the TCP segments queued during a batch, merging what GRO would merge."""
+        """Write the packets queued during a batch, merging what GRO would merge."""
         self._flush_handle = None
         pending, self._pending = self._pending, {}
         for interface, packets in pending.items():
@@ -447,14 +452,16 @@ class UserspaceDataplane:
             if len(packets) == 1:
                 self._write(interface, PLAIN, packets[0], 1)
                 continue
-            for vnet_header, packet, count in coalesce(packets):
+            for vnet_header, packet, count in coalesce(packets, udp=self._udp_gso):
                 self._write(interface, vnet_header, packet, count)
 
     def _write(self, interface: _Interface, vnet_header: bytes, packet: bytes, count: int) -> None:
         try:
             os.writev(interface.fd, (vnet_header, packet))
-        except OSError:  # link down (EIO) or the queue is full
+        except OSError as error:  # link down (EIO) or the queue is full
             interface.rx_errors += count
+            if error.errno == errno.EINVAL and vnet_header[1] == GSO_UDP_L4:
+                self._udp_gso = False  # a kernel before 6.2: UDP datagrams go one by one
             return
         interface.rx_packets += count
         interface.rx_bytes += len(packet)

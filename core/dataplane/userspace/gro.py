@@ -1,4 +1,5 @@
-"""Receive-side coalescing of TCP segments for the TUN device (what GRO does), sans-IO.
+"""Receive-side coalescing of TCP segments and UDP datagrams for the TUN device (what GRO
+does), sans-IO.
 
 Why: each packet written to a TUN device costs a system call and a pass through the TCP
 receive path, and every second segment makes the receiver send an ACK back through the
@@ -20,6 +21,16 @@ set, so the host that delivers the packet verifies the checksum over all of it: 
 segment with a bad checksum spoils the merged packet, which is dropped as a whole.
 (A router resegmenting it in software writes fresh segment checksums, as for any GSO
 packet: the one case where a segment the sender broke is not caught.)
+
+UDP datagrams of one flow (Linux >= 6.2 takes UDP GSO from a TUN device) are merged the
+way udp_gro_receive merges them: IPv4 without options, DF set and not a fragment, the same
+addresses, ports, ToS and TTL, equal payload sizes (the last may be shorter), at most 64
+datagrams (the kernel's UDP_MAX_SEGMENTS) and 64 KiB.  The kernel splits such a packet
+back into the original datagrams when it delivers or forwards it, with the given segment
+size, and writes their UDP checksums itself (a UDP GSO packet must ask for that:
+NEEDS_CSUM), so each datagram's own checksum is verified here before it is merged; one
+without a checksum (0) or with a wrong one is written alone, and the kernel drops the
+latter as it would have anyway.
 """
 
 from __future__ import annotations
@@ -33,6 +44,9 @@ VNET_HEADER = struct.Struct("<BBHHHH")
 VNET_HEADER_SIZE = VNET_HEADER.size
 PLAIN = bytes(VNET_HEADER_SIZE)  # no offload: the kernel takes the packet as usual
 _GSO_TCPV4 = 1
+GSO_UDP_L4 = 5  # VIRTIO_NET_HDR_GSO_UDP_L4
+_NEEDS_CSUM = 1  # VIRTIO_NET_HDR_F_NEEDS_CSUM
+MAX_UDP_SEGMENTS = 64  # UDP_MAX_SEGMENTS in include/linux/udp.h
 _MAX_IP_PACKET = 0xFFFF
 
 # An IPv4 header without options and a TCP header, all as integers:
@@ -46,6 +60,8 @@ _SEQ, _ACK, _OFFSET_FLAGS, _WINDOW, _CHECKSUM, _URGENT = 14, 16, 18, 19, 20, 21
 _DONT_FRAGMENT = 0x4000  # DF set, MF clear, offset 0
 _FLAG_ACK, _FLAG_PSH = 0x10, 0x08
 _PROTO_TCP = 6
+_PROTO_UDP = 17
+_UDP_HEADERS = struct.Struct("!BBHHHBBH4s4sHHHH")  # IPv4 without options, then UDP
 
 Headers = tuple[int, ...]
 
@@ -176,10 +192,106 @@ def _mergeable(packet: bytes) -> tuple[Headers, int] | None:
     return headers, header_length
 
 
-def coalesce(packets: list[bytes]) -> Iterator[tuple[bytes, bytes, int]]:
-    """(vnet header, packet, how many of `packets` it holds) to write, in order."""
-    merge: _Merge | None = None
+class _UdpMerge:
+    """Datagrams of one UDP flow collected so far (all but the last of one size)."""
+
+    __slots__ = ("closed", "first", "flow", "length", "payloads", "segment_size")
+
+    def __init__(self, packet: bytes) -> None:
+        self.first = packet
+        self.flow = packet[12:24]  # addresses and ports
+        self.segment_size = len(packet) - 28
+        self.payloads = [packet[28:]]
+        self.length = len(packet)
+        self.closed = False
+
+    def accepts(self, packet: bytes) -> bool:
+        payload = len(packet) - 28
+        first = self.first
+        return (
+            payload <= self.segment_size
+            and self.length + payload <= _MAX_IP_PACKET
+            and packet[12:24] == self.flow
+            and packet[1] == first[1]  # ToS
+            and packet[8] == first[8]  # TTL
+        )
+
+    def add(self, packet: bytes) -> None:
+        payload = packet[28:]
+        self.payloads.append(payload)
+        self.length += len(payload)
+        self.closed = (
+            len(payload) < self.segment_size or len(self.payloads) == MAX_UDP_SEGMENTS
+        )  # fmt: skip
+
+    def merged(self) -> tuple[bytes, bytes, int]:
+        """(vnet header, packet, datagrams in it) for the datagrams collected."""
+        segments = len(self.payloads)
+        first = self.first
+        if segments == 1:
+            return PLAIN, first, 1
+        udp_length = self.length - 20
+        ip_header = bytearray(first[:20])
+        ip_header[2:4] = self.length.to_bytes(2, "big")
+        ip_header[10:12] = bytes(2)
+        ip_header[10:12] = _complement(_words_sum(bytes(ip_header))).to_bytes(2, "big")
+        # NEEDS_CSUM: the checksum field holds the folded pseudo-header sum, and the
+        # kernel adds the rest for each datagram it cuts out (RFC 768, RFC 1071).
+        pseudo = _words_sum(first[12:20]) + _PROTO_UDP + udp_length
+        pseudo = (pseudo & 0xFFFF) + (pseudo >> 16)
+        pseudo = (pseudo & 0xFFFF) + (pseudo >> 16)
+        udp_header = first[20:24] + udp_length.to_bytes(2, "big") + pseudo.to_bytes(2, "big")
+        vnet = VNET_HEADER.pack(_NEEDS_CSUM, GSO_UDP_L4, 28, self.segment_size, 20, 6)
+        return vnet, b"".join((ip_header, udp_header, *self.payloads)), segments
+
+
+def _udp_mergeable(packet: bytes) -> bool:
+    """True for a UDP datagram GRO may merge: its lengths agree and its checksum is right."""
+    if len(packet) <= 28 or packet[0] != 0x45 or packet[9] != _PROTO_UDP:
+        return False
+    fields = _UDP_HEADERS.unpack_from(packet)
+    total_length: int = fields[2]
+    fragment: int = fields[4]
+    udp_length: int = fields[12]
+    checksum: int = fields[13]
+    if (
+        fragment != _DONT_FRAGMENT
+        or total_length != len(packet)
+        or udp_length != total_length - 20
+        or not checksum  # no checksum: nothing to verify, and merging would invent one
+    ):
+        return False
+    # Ones'-complement sum of pseudo-header and datagram, verified in one big-integer
+    # remainder: 2**16 == 1 (mod 0xFFFF), so the remainder of the datagram read as one
+    # number is the remainder of the sum of its 16-bit words (RFC 1071).
+    udp = packet[20:] if udp_length % 2 == 0 else packet[20:] + b"\x00"
+    pseudo = _words_sum(packet[12:20]) + _PROTO_UDP + udp_length
+    return (pseudo + int.from_bytes(udp, "big")) % 0xFFFF == 0
+
+
+def coalesce(packets: list[bytes], *, udp: bool = True) -> Iterator[tuple[bytes, bytes, int]]:
+    """(vnet header, packet, how many of `packets` it holds) to write, in order.
+
+    `udp=False` leaves UDP datagrams alone (a kernel that takes no UDP GSO)."""
+    merge: _Merge | _UdpMerge | None = None
     for packet in packets:
+        if len(packet) > 9 and packet[9] == _PROTO_UDP:
+            if not udp or not _udp_mergeable(packet):
+                if merge is not None:
+                    yield merge.merged()
+                    merge = None
+                yield PLAIN, packet, 1
+                continue
+            if isinstance(merge, _UdpMerge) and merge.accepts(packet):
+                merge.add(packet)
+            else:
+                if merge is not None:
+                    yield merge.merged()
+                merge = _UdpMerge(packet)
+            if merge.closed:
+                yield merge.merged()
+                merge = None
+            continue
         parsed = _mergeable(packet)
         if parsed is None:
             if merge is not None:
@@ -188,7 +300,7 @@ def coalesce(packets: list[bytes]) -> Iterator[tuple[bytes, bytes, int]]:
             yield PLAIN, packet, 1
             continue
         headers, header_length = parsed
-        if merge is not None and merge.accepts(packet, headers, header_length):
+        if isinstance(merge, _Merge) and merge.accepts(packet, headers, header_length):
             merge.add(packet, headers)
         else:
             if merge is not None:
