@@ -37,6 +37,7 @@ from core.ike.v1.payloads import NotifyPayload
 from core.ike.v1.sa import ZERO_COOKIE, Datagram, IsakmpSa, SaState
 
 MAX_HALF_OPEN = 512
+REPLACED_SA_GRACE = 10.0  # seconds before a replaced ISAKMP SA is deleted (as strongSwan)
 _RETRY_REASONS = frozenset({
     DownReason.TIMEOUT, DownReason.PEER_DEAD, DownReason.DELETED_BY_PEER,
     DownReason.NO_PROPOSAL, DownReason.AUTH_FAILED, DownReason.PROTOCOL_ERROR,
@@ -384,10 +385,18 @@ class Ikev1Endpoint(Outputs):
         """`sa` becomes the peer's ISAKMP SA; the others hand over their IPsec SAs."""
         peer.current = sa
         for other in others:
-            # We delete what we replace, and the loser of a collision if we started it;
-            # the peer deletes what it replaces.
-            delete = other is sa.replaces or (other in sa.concurrent and other.initiator)
-            self._retire(other, sa, delete=delete, now=now, peer=peer)
+            # We delete the loser of a collision if we started it, and what we replace by
+            # main mode at once (the peer's message came last: it has the new SA).  What
+            # we replace by aggressive mode waits: our message comes last, and a DELETE
+            # sent with it may be handled first, making the peer drop the IPsec SAs it is
+            # about to adopt.  What the peer replaces is ours to delete too: strongSwan
+            # leaves that to the responder, 10 s later.  Whichever side is first wins.
+            collision = other in sa.concurrent
+            at_once = (other is sa.replaces and not sa.aggressive) or \
+                (collision and other.initiator)
+            self._retire(other, sa, delete=at_once, now=now, peer=peer)
+            if not at_once and not collision and other.expire_at is not None:
+                other.expire_at = min(other.expire_at, now + REPLACED_SA_GRACE)
         wanted = not sa.policy.passive and sa.initiator
         if wanted and not any(c.state != ChildState.REKEYED for c in sa.children):
             sa.start_quick_mode(now)

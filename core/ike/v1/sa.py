@@ -379,6 +379,7 @@ class IsakmpSa(Outputs):
         if self.expire_at is not None and now >= self.expire_at:
             self.expire_at = None
             if self.state == SaState.REKEYED:
+                informational.send_ike_delete(self, now)  # the peer may still hold it
                 self.destroy(DownReason.REPLACED, now, keep_children=True)
                 return
             if not self.policy.passive:

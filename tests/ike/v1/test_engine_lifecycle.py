@@ -21,6 +21,7 @@ from core.ike.events import (
 )
 from core.ike.v1 import natt
 from core.ike.v1.constants import ExchangeType
+from core.ike.v1.endpoint import REPLACED_SA_GRACE
 from core.ike.v1.message import peek_header
 from core.ike.v1.sa import SaState
 from tests.ike.v1.pair import A_ADDR, B_ADDR, Pair, Side, mirror, policy
@@ -344,3 +345,85 @@ def test_replaced_sa_whose_delete_was_lost_expires_quietly() -> None:
     assert not pair.b.of(ChildSaDeleted) and not pair.b.of(IkeSaDown)
     sa = pair.b.endpoint.current_sa("peer")
     assert sa is not None and len(sa.children) == 1
+
+
+# -- who deletes a replaced ISAKMP SA (interop with strongSwan) -------------------------------
+def _informationals(pair: Pair, sender: str, cookies: bytes, after: int) -> int:
+    """How many INFORMATIONAL messages `sender` sent on the SA with `cookies`, from wire
+    position `after` on."""
+    count = 0
+    for name, datagram in pair.wire[after:]:
+        data = datagram.data[4:] if datagram.data[:4] == bytes(4) else datagram.data
+        if name == sender and len(data) >= 28 and data[:16] == cookies and \
+                _exchange(data) == ExchangeType.INFORMATIONAL:
+            count += 1
+    return count
+
+
+def test_the_responder_deletes_what_the_peer_replaced_after_a_grace() -> None:
+    """strongSwan replaces its ISAKMP SA by a new phase 1 and leaves the old one to the
+    responder, which deletes it 10 s later: so must we, DELETE included."""
+    p = policy(dpd_interval=0)
+    pair = Pair(p, mirror(p))
+    pair.connect()
+    old_a = pair.a.endpoint.current_sa("peer")
+    assert old_a is not None
+    old_cookies = old_a.cookies
+    # A behaves like charon: no DELETE for what it replaced.
+    pair.drop = lambda side, data: side is pair.a and _exchange(data) == \
+        ExchangeType.INFORMATIONAL
+    mark = len(pair.wire)
+    assert pair.a.endpoint.rekey("peer", pair.now, ike=True)
+    pair.deliver()
+    assert len(pair.b.endpoint._sas) == 2
+    pair.drop = lambda side, data: False
+    pair.advance(REPLACED_SA_GRACE - 1)
+    assert len(pair.b.endpoint._sas) == 2 and _informationals(pair, "b", old_cookies, mark) == 0
+    pair.advance(2)
+    assert len(pair.b.endpoint._sas) == 1
+    assert _informationals(pair, "b", old_cookies, mark) == 1  # B's DELETE
+    assert not pair.a.of(ChildSaDeleted) and not pair.b.of(ChildSaDeleted)
+    for side in (pair.a, pair.b):
+        sa = side.endpoint.current_sa("peer")
+        assert sa is not None and sa.cookies != old_cookies and len(sa.children) == 1
+
+
+def test_aggressive_mode_replacement_sends_no_delete_behind_its_last_message() -> None:
+    """Our last aggressive mode message may reach the peer after the next one; a DELETE
+    of the old ISAKMP SA sent at once could be handled first there (charon then drops the
+    IPsec SAs with it).  The old SA goes after the grace instead."""
+    a = policy(local_id="fqdn:a.example", remote_id="fqdn:b.example",
+               exchange_mode="aggressive", dpd_interval=0)
+    b = policy(local=B_ADDR, remote=A_ADDR, local_id="fqdn:b.example",
+               remote_id="fqdn:a.example", dpd_interval=0)
+    pair = Pair(a, b)
+    pair.connect()
+    old = pair.a.endpoint.current_sa("peer")
+    assert old is not None and old.aggressive
+    old_cookies = old.cookies
+    mark = len(pair.wire)
+    assert pair.a.endpoint.rekey("peer", pair.now, ike=True)
+    pair.deliver()
+    assert len(pair.a.of(IkeSaRekeyed)) == 1 and len(pair.b.of(IkeSaRekeyed)) == 1
+    assert _informationals(pair, "a", old_cookies, mark) == 0
+    assert len(pair.a.endpoint._sas) == 2 and len(pair.b.endpoint._sas) == 2
+    pair.advance(REPLACED_SA_GRACE + 1)
+    assert len(pair.a.endpoint._sas) == 1 and len(pair.b.endpoint._sas) == 1
+    assert not pair.a.of(ChildSaDeleted) and not pair.b.of(ChildSaDeleted)
+    sa_a, sa_b = pair.a.endpoint.current_sa("peer"), pair.b.endpoint.current_sa("peer")
+    assert sa_a is not None and sa_b is not None and sa_a.cookies == sa_b.cookies
+    assert [c.spi_in for c in sa_a.children] == [c.spi_out for c in sa_b.children]
+
+
+def test_main_mode_replacement_deletes_the_old_sa_at_once() -> None:
+    """In main mode the peer's message comes last: it holds the new SA when we delete."""
+    p = policy(dpd_interval=0)
+    pair = Pair(p, mirror(p))
+    pair.connect()
+    old = pair.a.endpoint.current_sa("peer")
+    assert old is not None
+    mark = len(pair.wire)
+    assert pair.a.endpoint.rekey("peer", pair.now, ike=True)
+    pair.deliver()
+    assert _informationals(pair, "a", old.cookies, mark) == 1
+    assert len(pair.a.endpoint._sas) == 1 and len(pair.b.endpoint._sas) == 1
