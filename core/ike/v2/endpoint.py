@@ -19,10 +19,11 @@ from core.crypto.random import RandomSource
 from core.errors import DecodeError
 from core.ike.constants import ExchangeType, NotifyType, PayloadType, ProtocolId
 from core.ike.datagram import Datagram, Outputs, on_wire
-from core.ike.errors import IkeError, UnsupportedCriticalPayload
+from core.ike.errors import IkeError, InvalidKePayload, UnsupportedCriticalPayload
 from core.ike.events import (
     Address,
     DownReason,
+    ExchangeFailed,
     IkeEvent,
     IkeSaDown,
     IkeSaRekeyed,
@@ -72,7 +73,7 @@ class Ikev2Endpoint(Outputs):
         self.max_half_open = max_half_open
         self._peers: dict[str, _Peer] = {p.name: _Peer(p) for p in policies}
         self._sas: dict[bytes, IkeSa] = {}  # our SPI -> SA
-        self._half_open: dict[tuple[bytes, Address], IkeSa] = {}
+        self._half_open: dict[tuple[bytes, Address], IkeSa] = {}  # (request hash, from)
         self._cookie_secret = rng.bytes(32)
         self.datagrams: list[Datagram] = []
         self.events: list[IkeEvent] = []
@@ -215,9 +216,13 @@ class Ikev2Endpoint(Outputs):
 
     def _receive_init_request(self, data: bytes, spi_i: bytes, local: Address,
                               remote: Address, now: float) -> None:
-        existing = self._half_open.get((spi_i, remote))
+        # A retransmission is the same request again: the same SPI from the same address
+        # may be a new request (a restarted initiator, two hosts behind one NAT), which
+        # must not get the old answer (RFC 7296 2.1: look up by the whole packet).
+        key = (hashlib.sha256(data).digest(), remote)
+        existing = self._half_open.get(key)
         if existing is not None:
-            existing.receive(data, local, remote, now)  # a retransmission
+            existing.receive(data, local, remote, now)
             self._collect(existing, now)
             return
         try:
@@ -252,7 +257,7 @@ class Ikev2Endpoint(Outputs):
         try:
             payloads = respond_ike_sa_init(sa, message, data, tuple(offers), now)
         except IkeError as error:
-            self._log(candidates[0].name, "info", f"refused IKE_SA_INIT from {remote}: {error}")
+            self._report_refusal(candidates, error, remote)
             if error.notify is not None:
                 self._answer_stateless(message, error.notify, error.data, local, remote)
             return
@@ -264,8 +269,21 @@ class Ikev2Endpoint(Outputs):
         sa.respond_first(response, now)
         peer = self._peers[candidates[0].name]
         self._register(sa, peer)
-        self._half_open[(spi_i, remote)] = sa
+        self._half_open[key] = sa
         self._collect(sa, now)
+
+    def _report_refusal(self, candidates: tuple[PeerPolicy, ...], error: IkeError,
+                        remote: Address) -> None:
+        """Each candidate peer's status says why we refused its IKE_SA_INIT (`last_error`).
+        INVALID_KE_PAYLOAD is no failure: the initiator retries with the group we name."""
+        if isinstance(error, InvalidKePayload):
+            self._log(candidates[0].name, "info", f"asked {remote} for DH group {error.group}")
+            return
+        notify = error.notify.name if error.notify is not None else None
+        for policy in candidates:
+            self.events.append(ExchangeFailed(
+                policy.name, "IKE_SA_INIT", f"refused the request from {remote}: {error}",
+                notify))
 
     def _candidates(self, local: Address, remote: Address) -> tuple[PeerPolicy, ...]:
         fixed = [p.policy for p in self._peers.values()

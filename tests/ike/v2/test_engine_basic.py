@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.crypto.random import SeededRandomSource
 from core.ike.events import (
     ChildSaInstalled,
     DownReason,
@@ -11,6 +12,7 @@ from core.ike.events import (
     IkeSaDown,
     IkeSaUp,
 )
+from core.ike.v2.endpoint import Ikev2Endpoint
 from core.ike.v2.sa import IkeState
 from tests.ike.v2.pair import Pair, mirror, policy
 
@@ -85,6 +87,25 @@ def test_proposal_mismatch_says_why() -> None:
     assert pair.a.of(ExchangeFailed)[0].notify == "NO_PROPOSAL_CHOSEN"
     assert not pair.b.of(IkeSaUp)
     assert pair.b.endpoint.half_open_count == 0
+    # The responder's operator sees why as well (the daemon's `last_error`).
+    (refused,) = pair.b.of(ExchangeFailed)
+    assert refused.peer == "peer" and refused.exchange == "IKE_SA_INIT"
+    assert refused.notify == "NO_PROPOSAL_CHOSEN" and "proposal" in refused.message
+
+
+def test_refused_ike_sa_init_is_reported_to_every_candidate_peer() -> None:
+    """A responder that cannot tell which of its dynamic peers asked tells them all."""
+    p = policy(ike="aes256gcm16-prfsha256-x25519")
+    theirs = policy(ike="aes128-sha1-modp2048").ike_proposals
+    candidates = [mirror(p, name, remote_address=None, ike_proposals=theirs)
+                  for name in ("one", "two")]
+    endpoint = Ikev2Endpoint(candidates, SeededRandomSource(3))
+    pair = Pair(p, mirror(p))
+    pair.b.endpoint = endpoint
+    pair.connect()
+    refused = pair.b.of(ExchangeFailed)
+    assert sorted(e.peer for e in refused) == ["one", "two"]
+    assert {e.notify for e in refused} == {"NO_PROPOSAL_CHOSEN"}
 
 
 def test_esp_mismatch_closes_the_ike_sa() -> None:
@@ -104,6 +125,7 @@ def test_invalid_ke_payload_retry_uses_the_responders_group() -> None:
     _established(pair)
     assert "MODP_2048" in pair.a.of(IkeSaUp)[0].info.algorithms
     assert len(pair.a.sent) == 3  # two IKE_SA_INIT requests, one IKE_AUTH
+    assert not pair.b.of(ExchangeFailed)  # asking for another group is no failure
 
 
 def test_cookie_challenge_when_half_open_threshold_reached() -> None:

@@ -481,6 +481,33 @@ def test_forged_ike_sa_init_request_does_not_kill_the_initiators_half_open_sa() 
     assert tunnel_problems(pair) == []
 
 
+def test_a_new_ike_sa_init_with_a_known_spi_is_not_taken_for_a_retransmission() -> None:
+    """RFC 7296 2.1: the SPI and address do not tell a retransmission from a new request
+    (a restarted initiator, two hosts behind one NAT); the request's bytes do.  A new
+    request gets a fresh answer and its own SA; a true retransmission the cached one."""
+    p = policy()
+    pair = Pair(p, mirror(p))
+    pair.a.endpoint.connect("peer", A, B, pair.now)
+    [first] = pair.a.endpoint.pop_datagrams()
+    [answer], _ = feed(pair.b, first.data, pair.now)
+    [again], _ = feed(pair.b, first.data, pair.now)
+    assert again.data == answer.data and pair.b.endpoint.half_open_count == 1
+    # Another initiator's request with the same SPI, from the same address.
+    other = Ikev2Endpoint([p], SeededRandomSource(99))
+    other.connect("peer", A, B, pair.now)
+    [second] = other.pop_datagrams()
+    second_data = first.data[:8] + second.data[8:]
+    assert second_data != first.data
+    [fresh], _ = feed(pair.b, second_data, pair.now)
+    assert fresh.data != answer.data
+    assert decode_message(fresh.data).spi_r != decode_message(answer.data).spi_r
+    assert pair.b.endpoint.half_open_count == 2
+    # The first initiator still completes with its own answer.
+    pair.a.endpoint.receive(answer.data, A, B, pair.now)
+    pair.deliver()
+    assert tunnel_problems(pair) == []
+
+
 @pytest.mark.parametrize("exchange", ["IKE_AUTH", "rekey"])
 def test_unauthenticated_garbage_response_does_not_end_the_exchange(exchange: str) -> None:
     """A response whose outer payload chain is broken cannot be authenticated: it must be
