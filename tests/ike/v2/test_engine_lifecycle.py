@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from core.ike.errors import TemporaryFailure, TsUnacceptable
 from core.ike.events import (
     Address,
     ChildSaDeleted,
@@ -14,12 +15,17 @@ from core.ike.events import (
     DownReason,
     DpdAnswered,
     DpdProbeSent,
+    ExchangeFailed,
     IkeSaDown,
     IkeSaRekeyed,
     IkeSaUp,
     PeerDead,
 )
-from core.ike.v2.sa import IkeState
+from core.ike.v2.child import ChildState
+from core.ike.v2.payloads import DeletePayload
+from core.ike.v2.sa import IkeSa, IkeState
+from core.ike.v2.tasks import child_create, child_delete
+from core.ike.v2.tasks.common import Payloads
 from tests.ike.v2.pair import A_ADDR, B_ADDR, NAT_ADDR, Pair, Side, mirror, policy
 
 
@@ -421,3 +427,60 @@ def test_peer_reauthentication_make_before_break_keeps_the_new_sa() -> None:
     assert (sa_a.spi_i, sa_a.spi_r) == (new_b.spi_i, new_b.spi_r)
     assert len(sa_a.children) == 1
     assert_consistent(pair)
+
+
+# -- failed exchanges leave nothing behind ----------------------------------------------
+def test_unusable_child_rekey_response_gets_the_peers_new_sa_deleted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The responder installed a new Child SA; the initiator cannot use the response (here
+    its traffic selectors) and ends the exchange (RFC 7296 3.3.6).  It must delete the
+    responder's SA, which would otherwise stay orphaned until it expired."""
+    pair = up_pair()
+    old_a, old_b = live_children(pair.a), live_children(pair.b)
+
+    def unacceptable(narrowed: object, proposed: object) -> None:
+        raise TsUnacceptable("test: the responder narrowed to something we never proposed")
+
+    monkeypatch.setattr(child_create.ts_mod, "check_subset", unacceptable)
+    assert pair.a.endpoint.rekey("peer", pair.now)
+    pair.deliver()
+    assert pair.a.of(ExchangeFailed)[-1].exchange == "CREATE_CHILD_SA"
+    assert len(pair.b.of(ChildSaInstalled)) == 2  # B did install one ...
+    assert live_children(pair.a) == old_a and live_children(pair.b) == old_b  # ... and lost it
+    sa_b = pair.b.endpoint.current_sa("peer")
+    assert sa_b is not None and [c.state for c in sa_b.children] == [ChildState.INSTALLED]
+    monkeypatch.undo()
+    assert pair.b.endpoint.rekey("peer", pair.now)  # the old SA can still be rekeyed
+    pair.deliver()
+    assert_consistent(pair)
+    assert live_children(pair.a) != old_a
+
+
+def test_refused_delete_of_a_rekeyed_child_keeps_accepting_it_until_it_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """B answers A's DELETE of the rekeyed Child SA with an error notify: B refused the
+    request (RFC 7296 2.21.2), keeps the old pair and still sends on it (its outbound moves
+    only when the old SA goes).  A, which already sends on the new pair, keeps the old one
+    for what B sends until it expires; then both sides hold one pair again."""
+    pair = up_pair(child_lifetime=600.0)
+    (old_a,) = live_children(pair.a)
+    responder = child_delete.respond_child_delete
+
+    def refuse_on_b(sa: IkeSa, payload: DeletePayload, now: float) -> Payloads:
+        if not sa.initiator:
+            raise TemporaryFailure("test: B refuses the DELETE")
+        return responder(sa, payload, now)
+
+    monkeypatch.setattr(child_delete, "respond_child_delete", refuse_on_b)
+    assert pair.a.endpoint.rekey("peer", pair.now)
+    pair.deliver()
+    monkeypatch.undo()
+    assert old_a in live_children(pair.a)  # B's outbound is A's inbound: still accepted
+    assert (old_a[1], old_a[0]) in live_children(pair.b)
+    assert outbound_spis(pair.b)[-1] == old_a[0]
+    assert outbound_spis(pair.a)[-1] != old_a[1]  # A sends on the new pair
+    pair.advance(601)
+    assert_consistent(pair)
+    assert old_a not in live_children(pair.a)

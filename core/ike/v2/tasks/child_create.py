@@ -41,6 +41,7 @@ from core.ike.v2.tasks.common import (
     negotiate_ts,
     nonce_of,
     notify,
+    notify_name,
     proposed_ts,
     spi_bytes,
     spi_int,
@@ -76,6 +77,8 @@ class ChildCreate(Task):
         self.remote_ts: TsPayload | None = None
         # Set when we answered the peer's rekey of the same SA while ours was in flight.
         self.sibling: ChildSa | None = None
+        # Set once a response without an error notify came: the peer holds a new SA.
+        self.peer_created = False
 
     def can_start(self, sa: IkeSa) -> bool:
         if sa.state != IkeState.ESTABLISHED:
@@ -117,6 +120,7 @@ class ChildCreate(Task):
         if error is not None:
             self._handle_error(sa, error.notify_type, error.data, now)
             return False
+        self.peer_created = True
         sa_payload = message.get(PayloadType.SA)
         if not isinstance(sa_payload, SaPayload) or len(sa_payload.proposals) != 1:
             raise NoProposalChosen("CREATE_CHILD_SA response lacks a single ESP proposal")
@@ -174,7 +178,7 @@ class ChildCreate(Task):
                    f"its redundant SA {sibling.spi_in:08x}")
         old.state = ChildState.REKEYED
         sa.events.append(ChildSaInstalled(info, outbound=True, replaces_spi_in=old.spi_in))
-        sa.queue(ChildDelete(old, "rekeyed"), first=True)
+        sa.queue(ChildDelete(old, "rekeyed", keep_if_refused=True), first=True)
 
     def _handle_error(self, sa: IkeSa, kind: int, data: bytes, now: float) -> None:
         old = self.rekey_of
@@ -200,13 +204,17 @@ class ChildCreate(Task):
             sa.remove_child(old, "unknown to the peer", now)
             sa.queue(ChildCreate(), first=True)
             return
-        name = NotifyType(kind).name if kind in NotifyType._value2member_map_ else str(kind)
-        raise IkeError(f"peer refused CREATE_CHILD_SA: {name}")
+        raise IkeError(f"peer refused CREATE_CHILD_SA: {notify_name(kind)}")
 
     def failed(self, sa: IkeSa, error: IkeError, now: float) -> None:
+        from core.ike.v2.tasks.child_delete import UnusedChildDelete
+
         old = self.rekey_of
         if old is not None and old.state == ChildState.REKEYING:
             old.state = ChildState.INSTALLED  # keep the old SA until it expires
+        if self.peer_created and not any(c.spi_in == self.spi_in for c in sa.children):
+            # We could not use the peer's answer, but the peer installed its SA: delete it.
+            sa.queue(UnusedChildDelete(self.spi_in), first=True)
 
 
 def respond_create_child(sa: IkeSa, message: Message, now: float) -> Payloads:

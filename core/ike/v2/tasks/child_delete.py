@@ -10,18 +10,23 @@ from core.ike.v2.child import ChildSa, ChildState
 from core.ike.v2.message import Message
 from core.ike.v2.payloads import DeletePayload, Payload
 from core.ike.v2.tasks.base import Task
-from core.ike.v2.tasks.common import Payloads, spi_bytes
+from core.ike.v2.tasks.common import Payloads, error_notify, notify_name, spi_bytes
 
 if TYPE_CHECKING:
     from core.ike.v2.sa import IkeSa
 
 
 class ChildDelete(Task):
+    """Delete `child`.  If the peer answers with an error notify it refused the request
+    (RFC 7296 2.21.2) and still holds the pair, sending on it: with `keep_if_refused` (an SA
+    we replaced and no longer send on) we keep accepting it until it expires."""
+
     exchange = ExchangeType.INFORMATIONAL
 
-    def __init__(self, child: ChildSa, reason: str) -> None:
+    def __init__(self, child: ChildSa, reason: str, *, keep_if_refused: bool = False) -> None:
         self.child = child
         self.reason = reason
+        self.keep_if_refused = keep_if_refused
 
     def can_start(self, sa: IkeSa) -> bool:
         return self.child in sa.children
@@ -32,11 +37,36 @@ class ChildDelete(Task):
                                                    (spi_bytes(self.child.spi_in),)))]
 
     def process(self, sa: IkeSa, message: Message, raw: bytes, now: float) -> bool:
+        refusal = error_notify(message)
+        if refusal is not None and self.keep_if_refused and now < self.child.expire_at:
+            sa.log("warning", f"peer refused to delete Child SA {self.child.spi_in:08x} "
+                   f"({notify_name(refusal.notify_type)}): accepting it until it expires")
+            self.child.state = ChildState.REKEYED
+            return False
         sa.remove_child(self.child, self.reason, now)
         return False
 
     def failed(self, sa: IkeSa, error: IkeError, now: float) -> None:
         sa.remove_child(self.child, self.reason, now)
+
+
+class UnusedChildDelete(Task):
+    """DELETE for a Child SA the peer created for us but we never installed: its response
+    to our CREATE_CHILD_SA was unusable (RFC 7296 3.3.6: we terminate the exchange; the
+    peer already holds the SA).  `spi_in` is the SPI we offered, the peer's outbound."""
+
+    exchange = ExchangeType.INFORMATIONAL
+
+    def __init__(self, spi_in: int) -> None:
+        self.spi_in = spi_in
+
+    def build(self, sa: IkeSa, now: float) -> list[tuple[int, Payload]]:
+        sa.log("info", f"deleting the Child SA the peer created with our SPI "
+               f"{self.spi_in:08x} (its response was unusable)")
+        return [(PayloadType.DELETE, DeletePayload(ProtocolId.ESP, (spi_bytes(self.spi_in),)))]
+
+    def process(self, sa: IkeSa, message: Message, raw: bytes, now: float) -> bool:
+        return False
 
 
 def respond_child_delete(sa: IkeSa, payload: DeletePayload, now: float) -> Payloads:
@@ -51,6 +81,10 @@ def respond_child_delete(sa: IkeSa, payload: DeletePayload, now: float) -> Paylo
             continue
         if child.state != ChildState.DELETING:
             ours.append(spi_bytes(child.spi_in))
+        replaced = child.replaces
+        if replaced is not None and replaced in sa.children and \
+                replaced.state == ChildState.REKEYED:
+            replaced.state = ChildState.INSTALLED  # its successor never came: it carries on
         sa.remove_child(child, "deleted by peer", now)
     if not ours:
         return []

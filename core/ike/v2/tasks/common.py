@@ -42,6 +42,11 @@ def ts_pair(message: Message) -> tuple[TsPayload, TsPayload]:
     return tsi, tsr
 
 
+def notify_name(value: int) -> str:
+    """A notify type's IANA name, or its number when we do not know it."""
+    return NotifyType(value).name if value in NotifyType._value2member_map_ else str(value)
+
+
 def error_notify(message: Message) -> NotifyPayload | None:
     """The first error notify of a response, if any (RFC 7296 3.10.1: types < 16384)."""
     for payload in message.notifies():

@@ -30,7 +30,7 @@ from core.ike.v2.message import Message
 from core.ike.v2.payloads import KePayload, NoncePayload, Payload, SaPayload
 from core.ike.v2.state import IkeState
 from core.ike.v2.tasks.base import Task
-from core.ike.v2.tasks.common import NONCE_SIZE, Payloads, error_notify, nonce_of
+from core.ike.v2.tasks.common import NONCE_SIZE, Payloads, error_notify, nonce_of, notify_name
 from core.ike.v2.tasks.ike_init import _offer_with_group_first, ke_of, sa_of
 
 if TYPE_CHECKING:
@@ -160,8 +160,7 @@ class IkeRekey(Task):
                     wanted != self.group:
                 sa.queue(IkeRekey(DhGroup(wanted)), first=True)
                 return
-        name = NotifyType(kind).name if kind in NotifyType._value2member_map_ else str(kind)
-        raise IkeError(f"peer refused the IKE SA rekey: {name}")
+        raise IkeError(f"peer refused the IKE SA rekey: {notify_name(kind)}")
 
     def failed(self, sa: IkeSa, error: IkeError, now: float) -> None:
         if sa.state == IkeState.REKEYING:
