@@ -39,6 +39,7 @@ from core.daemon.reload import Reloader
 from core.daemon.status import peer_state
 from core.daemon.timers import DeadlineTimer, Periodic, wall_time
 from core.daemon.transport import IKE_PORT, Transport, UdpTransport
+from core.daemon.warmup import warm_up_crypto
 from core.daemon.worker import Job, JobWorker, nothing
 from core.dataplane.api import Dataplane, DataplaneError
 from core.dataplane.model import DataplaneEvent, Direction, ExpiryKind, SaExpired
@@ -142,6 +143,8 @@ class Daemon:
             )
         self._publish_states()
         self.started = True
+        if self.engine is not None:  # before the first peer's IKE_SA_INIT, if it is late
+            self.loop.call_soon(warm_up_crypto)
 
     def request_stop(self) -> None:
         if self._stop_requested is not None:
