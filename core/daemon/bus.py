@@ -116,6 +116,14 @@ class EventBus:
         for subscription in list(self._subscribers):
             subscription.offer(event)
 
+    def publish_made(self, make: Callable[[], JsonDict]) -> None:
+        """Publish the event `make` builds, built only when someone listens: turning an
+        engine event into JSON costs more than everything else the daemon does with it."""
+        if self._subscribers:
+            self.publish_dict(make())
+        else:
+            self.published += 1
+
 
 class BusLogHandler(logging.Handler):
     """Publishes log records as `Log` events (with the peer, when the record names one),
@@ -126,14 +134,19 @@ class BusLogHandler(logging.Handler):
         self._bus = bus
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError):
-            message = str(record.msg)
-        self._bus.publish(
-            "Log",
-            level=record.levelname.lower(),
-            logger=record.name,
-            peer=getattr(record, "peer", None),
-            message=message,
-        )
+        self._bus.publish_made(lambda: _log_event(record))
+
+
+def _log_event(record: logging.LogRecord) -> JsonDict:
+    try:
+        message = record.getMessage()
+    except (TypeError, ValueError):
+        message = str(record.msg)
+    return {
+        "type": "Log",
+        "time": iso_time(time.time()),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "peer": getattr(record, "peer", None),
+        "message": message,
+    }

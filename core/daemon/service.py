@@ -352,7 +352,7 @@ class Daemon:
                     continue
                 if peer is not None and glue is not None:
                     await apply_event(glue, peer, event, self.now())
-                self.bus.publish_dict(engine_event_json(event, self._to_wall))
+                self.bus.publish_made(partial(engine_event_json, event, self._to_wall))
             self._send(datagrams)
         finally:
             if ordered:
