@@ -4,8 +4,11 @@ Outbound: the kernel routes a packet into TUN ipsecN; `loop.add_reader` drains u
 packets per callback, clamps the TCP MSS, protects each with the interface's newest
 outbound SA and sends it -- in UDP from the daemon's port-4500 socket (RFC 3948) or as raw
 ESP (IP protocol 50) from a raw socket bound to the SA's local address (one per address,
-opened with its first SA, closed with its last).  The kernel builds the outer header, so
-its ToS stays 0 whatever the inner packet carries.
+opened with its first SA, closed with its last).  ESP in UDP waits for the end of the
+batch: runs of equal-sized packets then leave in one UDP GSO send each (UDP_SEGMENT), so
+the kernel routes and builds one datagram per run and cuts it up as late as it can; a
+lone packet still leaves at once.  The kernel builds the outer header, so its ToS stays 0
+whatever the inner packet carries.
 
 Inbound: raw ESP arrives on the same raw sockets (IPv4 ones include the IP header, which
 is skipped, not copied); UDP-encapsulated ESP is handed over by the daemon through
@@ -48,7 +51,13 @@ from core.dataplane.model import (
 )
 from core.dataplane.mss import clamp_mss
 from core.dataplane.userspace.esp import DropKind, EspDropped, EspSa, EspSaError, EspSendRefused
-from core.dataplane.userspace.gro import GSO_UDP_L4, PLAIN, VNET_HEADER_SIZE, coalesce
+from core.dataplane.userspace.gro import (
+    GSO_UDP_L4,
+    MAX_UDP_SEGMENTS,
+    PLAIN,
+    VNET_HEADER_SIZE,
+    coalesce,
+)
 from core.dataplane.userspace.packet import PROTO_TCP, PROTO_UDP
 from core.dataplane.userspace.rtnl import NetlinkError as RtnlError
 from core.dataplane.userspace.tun import (
@@ -69,6 +78,12 @@ RCVBUF_BYTES = 4 << 20
 RCVBUF_FORCE_OPTION = 33  # SO_RCVBUFFORCE: as root, past net.core.rmem_max
 
 _SPI = struct.Struct("!I")
+UDP_SEGMENT = 103  # linux/udp.h: the GSO segment size of a UDP send, as a SOL_UDP cmsg
+_SEGMENT_SIZE = struct.Struct("=H")
+_MAX_UDP_GSO_PAYLOAD = 0xFFFF - 48  # all segments' UDP payload: within one IPv6/IPv4 packet
+# Errors of a UDP GSO send that mean it cannot work here (no UDP GSO before Linux 4.18,
+# no checksum offload on the outgoing device, an XFRM policy on the route):
+_NO_UDP_GSO = frozenset((errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP))
 
 SaKey = tuple[int, Direction, int]
 
@@ -138,6 +153,7 @@ class UserspaceDataplane:
 
     name = "userspace"
     _udp_gso = True  # merge UDP datagrams into GSO packets; off once the kernel refuses one
+    _udp_segmentation = True  # send ESP in UDP with UDP_SEGMENT; off once the kernel refuses
 
     def __init__(self) -> None:
         self._links = LinkConfig()
@@ -365,17 +381,22 @@ class UserspaceDataplane:
     # start with a virtio_net_hdr (see gro.py).
     def _on_tun_readable(self, interface: _Interface) -> None:
         fd = interface.fd
+        # ESP in UDP is sent at the end of the batch, runs of equal size in one call
+        # (_send_segments); raw ESP leaves at once.
+        segments: list[bytes] | None = [] if self._udp_segmentation else None
         for _ in range(DRAIN_BATCH):
             try:
                 data = os.read(fd, _TUN_READ_SIZE)
             except BlockingIOError:
-                return
+                break
             except OSError:
                 interface.tx_errors += 1
-                return
-            self._send(interface, data)
+                break
+            self._send(interface, data, segments)
+        if segments:
+            self._send_segments(interface, segments)
 
-    def _send(self, interface: _Interface, data: bytes) -> None:
+    def _send(self, interface: _Interface, data: bytes, segments: list[bytes] | None) -> None:
         if len(data) <= VNET_HEADER_SIZE or data[VNET_HEADER_SIZE] >> 4 != 4:
             return  # IPv6 (link-local chatter) is not carried through the tunnel
         state = interface.outbound
@@ -391,12 +412,68 @@ class UserspaceDataplane:
         if interface.tcp_mss:
             packet = clamp_mss(packet, interface.tcp_mss)
         try:
-            sock.sendto(state.esp.encapsulate(packet), state.destination)
+            esp = state.esp.encapsulate(packet)
+            if segments is not None and state.destination[1]:  # a UDP port: ESP in UDP
+                segments.append(esp)
+            else:
+                sock.sendto(esp, state.destination)
         except (EspSendRefused, OSError):
             interface.tx_errors += 1
             return
         interface.tx_packets += 1
         interface.tx_bytes += len(packet)
+
+    def _send_segments(self, interface: _Interface, segments: list[bytes]) -> None:
+        """Send a batch's ESP-in-UDP packets (one SA's, counted as sent already): each run
+        of equal-sized ones, the last maybe shorter, as one UDP GSO send (UDP_SEGMENT), so
+        the kernel routes and builds one datagram and cuts it up as late as it can."""
+        state = interface.outbound
+        sock = state.sock if state is not None else None
+        if state is None or sock is None:
+            interface.tx_packets -= len(segments)
+            interface.tx_errors += len(segments)
+            return
+        destination = state.destination
+        start, count = 0, len(segments)
+        while start < count:
+            size = len(segments[start])
+            end, total = start + 1, size
+            while end < count and end - start < MAX_UDP_SEGMENTS:
+                length = len(segments[end])
+                if length > size or total + length > _MAX_UDP_GSO_PAYLOAD:
+                    break
+                end += 1
+                total += length
+                if length < size:
+                    break
+            try:
+                if end - start == 1:
+                    sock.sendto(segments[start], destination)
+                else:
+                    sock.sendmsg(
+                        [b"".join(segments[start:end])],
+                        [(socket.SOL_UDP, UDP_SEGMENT, _SEGMENT_SIZE.pack(size))],
+                        0,
+                        destination,
+                    )
+            except OSError as error:
+                if end - start > 1 and error.errno in _NO_UDP_GSO:
+                    self._udp_segmentation = False  # never again; these go one by one
+                    for esp in segments[start:end]:
+                        self._send_one(interface, sock, esp, destination)
+                else:
+                    interface.tx_packets -= end - start
+                    interface.tx_errors += end - start
+            start = end
+
+    def _send_one(
+        self, interface: _Interface, sock: socket.socket, esp: bytes, destination: tuple[str, int]
+    ) -> None:
+        try:
+            sock.sendto(esp, destination)
+        except OSError:
+            interface.tx_packets -= 1
+            interface.tx_errors += 1
 
     def _on_raw_readable(self, raw: socket.socket) -> None:
         ipv4 = raw.family == socket.AF_INET  # IPv4 raw sockets deliver the IP header too
