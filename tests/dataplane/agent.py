@@ -6,8 +6,9 @@ JSON line on stdout:
 
   {"op": "start"}                                   start the backend, collect its events
   {"op": "call", "method": "add_sa", "args": [...]} any Dataplane method (values tagged)
-  {"op": "open_encap", "address": A, "port": 4500}  a UDP socket registered with the
-                                                    backend; ESP on it (first four bytes
+  {"op": "open_encap", "address": A, "port": 4500}  the daemon's UDP transport on that port
+                                                    (A's family), its socket registered with
+                                                    the backend; ESP on it (first four bytes
                                                     not zero) goes to handle_encapsulated_esp
   {"op": "capture_start", "name": N, "ifname": IF}  an AF_PACKET capture of IPv4 packets
   {"op": "capture_stop", "name": N}                 -> [{"outgoing": bool, "packet": hex}]
@@ -29,8 +30,11 @@ import socket
 import sys
 from typing import Any
 
+from core.daemon.transport import UdpTransport
 from core.dataplane.api import Dataplane
 from core.dataplane.model import DataplaneEvent
+from core.ike.constants import NAT_KEEPALIVE, NAT_T_PORT, NON_ESP_MARKER
+from core.ike.events import Address
 from tests.dataplane.agent_codec import decode, encode
 
 ETH_P_ALL = 0x0003
@@ -67,13 +71,27 @@ class Capture:
         return self.packets
 
 
+class EncapSink:
+    """What the daemon's service does with a datagram on port 4500 (RFC 3948 2.2): ESP
+    (no non-ESP marker) to the dataplane; IKE and keepalives are not expected here."""
+
+    def __init__(self, backend: Dataplane) -> None:
+        self.backend = backend
+
+    def datagram_received(self, data: bytes, local: Address, remote: Address) -> None:
+        if local.port != NAT_T_PORT or data == NAT_KEEPALIVE:
+            return
+        if data[:4] != NON_ESP_MARKER and len(data) > 8:
+            self.backend.handle_encapsulated_esp(data, local, remote)
+
+
 class Agent:
     def __init__(self, backend: Dataplane) -> None:
         self.backend = backend
         self.loop = asyncio.get_running_loop()
         self.events: list[DataplaneEvent] = []
         self.captures: dict[str, Capture] = {}
-        self.sockets: list[socket.socket] = []
+        self.transports: list[UdpTransport] = []
         self.listeners: dict[int, socket.socket] = {}
         self.started = False
 
@@ -89,7 +107,7 @@ class Agent:
                 result = await result
             return result
         if op == "open_encap":
-            return self.open_encap(request["address"], request["port"])
+            return await self.open_encap(request["address"], request["port"])
         if op == "capture_start":
             self.captures[request["name"]] = Capture(self.loop, request["ifname"])
             return None
@@ -109,25 +127,16 @@ class Agent:
             return None
         raise ValueError(f"unknown op {op!r}")
 
-    def open_encap(self, address: str, port: int) -> None:
+    async def open_encap(self, address: str, port: int) -> None:
+        """The daemon's own port-4500 path: its UDP transport (wildcard socket, PKTINFO)
+        and the demultiplexing its service does, so that benchmarks measure what the
+        daemon runs.  `address` only picks the family."""
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        sock.bind((address, port))
-        sock.setblocking(False)
-        self.sockets.append(sock)
-        self.backend.register_encap_socket(sock)
-        local = (address, port)
-
-        def readable() -> None:
-            while True:
-                try:
-                    data, remote = sock.recvfrom(65535)
-                except BlockingIOError:
-                    return
-                if len(data) >= 8 and data[:4] != b"\x00\x00\x00\x00":  # not IKE, not keepalive
-                    self.backend.handle_encapsulated_esp(data, local, remote[:2])
-
-        self.loop.add_reader(sock.fileno(), readable)
+        transport = UdpTransport(ports=(port,), families=(family,))
+        await transport.open(EncapSink(self.backend))
+        self.transports.append(transport)
+        for sock in transport.encap_sockets():
+            self.backend.register_encap_socket(sock)
 
     async def tcp_syn(self, dst: str, port: int) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -161,10 +170,9 @@ class Agent:
         if self.started:
             await self.backend.stop()
             self.started = False
-        for sock in self.sockets:
-            self.loop.remove_reader(sock.fileno())
-            sock.close()
-        self.sockets.clear()
+        for transport in self.transports:
+            transport.close()
+        self.transports.clear()
 
 
 def load_factory(path: str) -> Any:
