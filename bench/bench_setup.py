@@ -2,6 +2,7 @@
 
     sudo python bench/bench_setup.py [--peers 64] [--runs 1] [--no-strongswan]
                                      [--both-initiate] [--dataplane userspace]
+                                     [--no-bytecode-cache] [--profile DIR]
 
 Same lab, pinger and measurement as bench/bench_strongswan_setup.py (its `SetupRunner`
 protocol): peer i has its own outer addresses and inner networks; A initiates every peer,
@@ -11,6 +12,13 @@ rbipsec / strongSwan (goal: <= 1.0), RSS per daemon with every tunnel up (goal: 
 
 `--both-initiate` makes B active too (both sides initiate every peer at once: the
 collision case).
+
+The same start line for both runners: the clock starts before the responder B is
+launched; B counts as ready when its start has finished (strongSwan: its connections are
+loaded; rbipsec: `status` says `started`, i.e. interfaces queued and the IKE ports open --
+the control socket answers earlier); then A is launched and initiates.  Both runners poll
+for readiness every 5 ms.  The daemons run from bytecode compiled before the clock starts
+(see `daemon_environment`); `--no-bytecode-cache` shows the difference.
 """
 
 from __future__ import annotations
@@ -87,6 +95,7 @@ class RbipsecSetup:
     both_initiate: bool = False
     dataplane: str = "userspace"
     profile_dir: Path | None = None  # run each daemon under cProfile, stats to <dir>/<side>.prof
+    bytecode_cache: bool = True  # False: the daemons compile their modules at each start
 
     def _profiler(self, side: str) -> list[str]:
         if self.profile_dir is None:
@@ -109,7 +118,8 @@ class RbipsecSetup:
                     processes.append(subprocess.Popen(
                         namespace.command(sys.executable, *self._profiler(side), "-m",
                                           "core.cli", "daemon", "-c", str(config)),
-                        cwd=REPO, stdout=log, stderr=log, env=daemon_environment(),
+                        cwd=REPO, stdout=log, stderr=log,
+                        env=daemon_environment() if self.bytecode_cache else source_environment(),
                     ))  # fmt: skip
                     log.close()
                     if side == "b":  # like the strongSwan runner: the responder is ready
@@ -169,6 +179,11 @@ def daemon_environment() -> dict[str, str]:
     return environment
 
 
+def source_environment() -> dict[str, str]:
+    """The environment as it is (here: PYTHONDONTWRITEBYTECODE, so no bytecode is cached)."""
+    return dict(os.environ, PYTHONPATH=str(REPO))
+
+
 def compile_bytecode() -> None:
     """Fill the cache: with a prefix, Python keeps the standard library's and the
     packages' bytecode there too, so a daemon's imports are made once beforehand."""
@@ -188,6 +203,8 @@ def main() -> None:
     parser.add_argument("--both-initiate", action="store_true")
     parser.add_argument("--dataplane", choices=["userspace", "kernel", "auto"],
                         default="userspace")  # fmt: skip
+    parser.add_argument("--no-bytecode-cache", action="store_true",
+                        help="daemons run as the environment says (here: compiling at start)")  # fmt: skip
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="daemons under cProfile: DIR/a.prof, DIR/b.prof")  # fmt: skip
     args = parser.parse_args()
@@ -199,7 +216,8 @@ def main() -> None:
     ):
         runners.append(StrongswanSetup())
     runners.append(RbipsecSetup(both_initiate=args.both_initiate, dataplane=args.dataplane,
-                                profile_dir=args.profile))  # fmt: skip
+                                profile_dir=args.profile,
+                                bytecode_cache=not args.no_bytecode_cache))  # fmt: skip
     compile_bytecode()
     print("load average: " + " ".join(f"{value:.2f}" for value in os.getloadavg()))
     results: list[SetupResult] = []
