@@ -204,7 +204,7 @@ def main() -> None:
     parser.add_argument("--dataplane", choices=["userspace", "kernel", "auto"],
                         default="userspace")  # fmt: skip
     parser.add_argument("--no-bytecode-cache", action="store_true",
-                        help="daemons run as the environment says (here: compiling at start)")  # fmt: skip
+                        help="daemons compile their modules at start")  # fmt: skip
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="daemons under cProfile: DIR/a.prof, DIR/b.prof")  # fmt: skip
     args = parser.parse_args()
