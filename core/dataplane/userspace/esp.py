@@ -229,6 +229,7 @@ class EspSa:
         "_spi",
         "_transform",
         "_tunnel",
+        "_tunnel_aead",
         "bytes",
         "hard_expired",
         "integrity_errors",
@@ -264,6 +265,8 @@ class EspSa:
         self._salt = b""
         if isinstance(transform, _AeadTransform):
             self._aead, self._salt = transform.aead, transform.salt
+        # The AEAD when the fast paths apply (tunnel mode), else None.
+        self._tunnel_aead = self._aead if self._tunnel else None
         self._min_length = ESP_HEADER.size + transform.iv_size + transform.icv_size + 2
         self._hard_packets = spec.lifetime.hard_packets or _NO_LIMIT
         self._hard_bytes = spec.lifetime.hard_bytes or _NO_LIMIT
@@ -293,6 +296,29 @@ class EspSa:
     def encapsulate(self, packet: bytes) -> bytes:
         """Protect one IPv4 packet; raises `EspSendRefused` when the SA must not send."""
         seq = self._next_seq
+        aead = self._tunnel_aead
+        length = len(packet)
+        if (
+            aead is not None
+            and seq <= self._max_seq
+            and not self.hard_expired
+            and length >= IPV4_MIN_HEADER
+            and packet[0] == 0x45
+        ):
+            # The fast path, `_seal_aead()` and `_count()` inline: an AEAD in tunnel mode
+            # and an IPv4 header without options (the general code below agrees).
+            self._next_seq = seq + 1
+            header_and_iv = _HEADER_AND_IV.pack(self._spi, seq & _MAX_SEQ_32, seq)
+            esp = header_and_iv + aead.encrypt(
+                _NONCE.pack(self._salt, seq),
+                packet + _TUNNEL_TRAILERS[-(length + 2) & 3],
+                _ESN_AAD.pack(self._spi, seq) if self._esn else header_and_iv[:8],
+            )
+            self.packets = packets = self.packets + 1
+            self.bytes = total = self.bytes + length
+            if packets >= self._hard_packets or total >= self._hard_bytes:
+                self.hard_expired = True
+            return esp
         if seq > self._max_seq or self.hard_expired:
             self._refuse_to_send()
         if self._tunnel:
@@ -358,6 +384,56 @@ class EspSa:
         `offset` lets a caller skip an outer header without copying the packet.  Raises
         `EspDropped` and counts why.
         """
+        aead = self._tunnel_aead
+        if (
+            aead is not None
+            and not self._esn
+            and not self.hard_expired
+            and len(esp) - offset >= self._min_length
+        ):
+            packet = self._open_tunnel_fast(aead, esp, offset)
+            if packet is not None:
+                return packet
+        return self._decapsulate(esp, offset)
+
+    def _open_tunnel_fast(
+        self, aead: AESGCM | ChaCha20Poly1305, esp: bytes, offset: int
+    ) -> bytes | None:
+        """`decapsulate()` of a well-formed packet (AEAD, tunnel mode, no ESN) in one go:
+        the inner IPv4 packet, or None for the general code to decide (and count) what
+        is wrong.  Only a failed ICV is dropped here, so a forgery costs one decryption."""
+        spi, seq = ESP_HEADER.unpack_from(esp, offset)
+        replay = self._replay
+        if spi != self._spi or not replay.check(seq):
+            return None
+        body_start = offset + 16
+        try:
+            plaintext = aead.decrypt(
+                self._salt + esp[offset + 8 : body_start], esp[body_start:],
+                esp[offset : offset + 8],
+            )  # fmt: skip
+        except InvalidTag:
+            self.integrity_errors += 1
+            raise EspDropped(DropKind.INTEGRITY, "ICV mismatch") from None
+        length = len(plaintext)
+        pad_length = plaintext[-2]
+        if (
+            length & 3
+            or plaintext[0] != 0x45
+            or not plaintext.endswith(_TUNNEL_TRAILERS[pad_length])
+            or not IPV4_MIN_HEADER <= (plaintext[2] << 8 | plaintext[3]) <= length - 2 - pad_length
+        ):
+            return None  # authentic but odd: the general code decrypts it again
+        replay.update(seq)
+        packet = plaintext[: plaintext[2] << 8 | plaintext[3]]  # drops TFC padding
+        self.packets = packets = self.packets + 1
+        self.bytes = total = self.bytes + len(packet)
+        if packets >= self._hard_packets or total >= self._hard_bytes:
+            self.hard_expired = True
+        return packet
+
+    def _decapsulate(self, esp: bytes, offset: int) -> bytes:
+        """The general `decapsulate()`: every mode and algorithm, and why a drop."""
         try:
             if self.hard_expired:
                 raise EspDropped(DropKind.EXPIRED, "SA past its hard limit")
