@@ -1,9 +1,10 @@
 """One-time costs of the crypto library, paid while the daemon is idle after its start.
 
 The first X25519 key in a process imports cryptography's OpenSSL backend, which binds
-some 600 library symbols (~60 ms here), and the first AES-GCM and HMAC fetch their
-algorithms from OpenSSL's provider (~10 ms).  Left alone, the first peer's IKE_SA_INIT
-pays all of it; a responder started before its peers has the time to spare.
+some 600 library symbols, and the first AES-GCM and HMAC fetch their algorithms from
+OpenSSL's provider: 3-60 ms measured here in the bench's responder (the high end on a
+busy host), against ~0.3 ms for every later IKE_SA_INIT.  Left alone, the first peer's
+IKE_SA_INIT pays it; a responder started before its peers has the time to spare.
 """
 
 from __future__ import annotations
