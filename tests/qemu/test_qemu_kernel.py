@@ -4,7 +4,8 @@ One guest per session runs two suites one after the other:
 - tests/dataplane/xfrm/guest: the backend itself (two namespaces, SAs through our code,
   ping, counters, ToS, MSS, events, the shared dataplane scenarios);
 - a subset of tests/integration/test_daemon_e2e.py with RBIPSEC_E2E_DATAPLANE=kernel: two
-  daemons negotiating over IKEv2 and installing SAs on XFRM interfaces.  Timing-bound
+  daemons negotiating over IKEv2 and installing SAs on XFRM interfaces; and the
+  transport-mode scenarios (test_daemon_e2e_transport.py, IKEv2 and IKEv1).  Timing-bound
   scenarios (DPD, passive silence) stay on the host: under TCG everything is 20-50x
   slower.
 The host-side tests show the guest's output and assert on each suite's exit status.
@@ -23,8 +24,11 @@ import pytest
 from tests.qemu.qemu_harness import GuestResult, HarnessUnavailable, build, run_in_guest
 
 BACKEND_SUITE = "tests/dataplane/xfrm/guest"
-DAEMON_SUITE = "tests/integration/test_daemon_e2e.py"
-DAEMON_SCENARIOS = "tunnel_mode or forced_udp or rekey or reload or nat_traversal or auto"
+DAEMON_SUITE = "tests/integration/test_daemon_e2e.py tests/integration/test_daemon_e2e_transport.py"
+DAEMON_SCENARIOS = (
+    "tunnel_mode or forced_udp or rekey or reload or nat_traversal or auto or transport_mode"
+)
+DAEMON_SCENARIO_COUNT = 10  # 6 of test_daemon_e2e.py, the 4 of the transport-mode file
 MARKER = "RBIPSEC-SUITE"
 
 pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow]
@@ -73,4 +77,4 @@ def test_daemon_scenarios_pass_on_the_kernel_dataplane(guest_session: GuestResul
     assert _suite_status(guest_session, "daemon") == 0, "daemon scenarios failed (output above)"
     daemon_part = guest_session.output.split(f"{MARKER}-backend=")[-1]
     summary = re.findall(r"^=* ?(\d+ passed.*) in [\d.]+s", daemon_part, re.M)
-    assert summary and "6 passed" in summary[-1], summary
+    assert summary and f"{DAEMON_SCENARIO_COUNT} passed" in summary[-1], summary

@@ -29,6 +29,7 @@ from its worker thread.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from core.dataplane.model import BYPASS_MARK, BYPASS_MASK, IPAddress, TransportP
 BYPASS_PREF = 0x7262  # 29282: our filters' priorities are this one and the next 64
 _PEER_PREFS = range(BYPASS_PREF + 1, BYPASS_PREF + 65)
 TC_TIMEOUT_SECONDS = 30.0
+_PREF = re.compile(r"\bpref (\d+)\b")
 
 
 class RedirectError(Exception):
@@ -158,26 +160,31 @@ class Redirects:
 
     def remove_all(self) -> None:
         """Our filters on every device (a crashed run's included), then empty clsacts."""
-        self.installed.clear()
+        for interface in list(self.installed):
+            self.remove(interface)
         for link in self._json("ip", ["link", "show"]):
             name = str(link.get("ifname", ""))
             if not name:
                 continue
-            prefs = {int(f.get("pref", 0)) for f in self._filters(name)}
+            prefs = self._prefs(name, "egress")
             for pref in sorted(pref for pref in prefs if is_our_pref(pref)):
                 self._run("tc", delete_filter(name, pref), check=False)
             if any(is_our_pref(pref) for pref in prefs):
                 self._clean_device(name)
 
-    def _filters(self, device: str) -> list[Any]:
-        return self._json("tc", ["filter", "show", "dev", device, "egress"])
+    def _prefs(self, device: str, direction: str) -> set[int]:
+        """The filter priorities on one side of a device (tc's text output: its JSON
+        output is not reliable for every classifier and action)."""
+        try:
+            out = self._run("tc", ["filter", "show", "dev", device, direction], check=False)
+        except RedirectError:
+            return set()
+        return {int(found) for found in _PREF.findall(out)}
 
     def _clean_device(self, device: str) -> None:
         """The bypass filter and clsact go when no redirect of ours uses the device."""
         if any(redirect.outer == device for redirect in self.installed.values()):
             return
         self._run("tc", delete_filter(device, BYPASS_PREF), check=False)
-        if not self._filters(device) and not self._json(
-            "tc", ["filter", "show", "dev", device, "ingress"]
-        ):
+        if not self._prefs(device, "egress") and not self._prefs(device, "ingress"):
             self._run("tc", ["qdisc", "del", "dev", device, "clsact"], check=False)

@@ -48,7 +48,7 @@ class Scripted(Redirects):
                 prefs.discard(int(words[6]))
             elif words[1] == "show":
                 egress = sorted(prefs) if words[4] == "egress" else []
-                return json.dumps([{"pref": pref} for pref in egress])
+                return "".join(f"filter protocol all pref {pref} fw chain 0\n" for pref in egress)
         return ""
 
 
