@@ -58,17 +58,8 @@ CASES = {
 }  # fmt: skip
 
 
-UNREPORTED = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "rbipsec: a refused IKE_SA_INIT is only logged (LogMessage, INFO), no ExchangeFailed "
-        "event: status.last_error stays empty (core/ike/v2/endpoint.py _receive_init_request)"
-    ),
-)
 PARAMS = [
-    pytest.param(case, role, id=f"{name}-{role.value}",
-                 marks=[UNREPORTED] if (name, role) == ("ike-proposal-mismatch", Role.RESPONDER)
-                 else [])
+    pytest.param(case, role, id=f"{name}-{role.value}")
     for name, case in CASES.items() for role in ROLES
 ]  # fmt: skip
 

@@ -4,7 +4,7 @@ malformed input, and the parsing of a `list-sa` event into SA records (no root).
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.interop.sa_info import parse_list_sa
@@ -66,6 +66,9 @@ messages = st.recursive(
 )
 
 
+# Timing is not what this checks: on a loaded machine one draw stalled for 1.3 s (the
+# others took 2 ms) and the too_slow health check failed the run.
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(messages)
 def test_round_trip(message: Message) -> None:
     assert decode_message(encode_message(message)) == message
