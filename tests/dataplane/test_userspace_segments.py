@@ -1,14 +1,18 @@
-"""ESP in UDP leaves in UDP GSO sends: how a batch is cut into runs, and the fallbacks.
+"""ESP in UDP: UDP GSO sends (how a batch is cut into runs, the fallbacks) and when
+packets the daemon hands over are written.
 
-No root: the backend's send path is driven with a recording socket in place of the
-daemon's port-4500 socket.
+No root: the backend's packet path is driven with a recording socket in place of the
+daemon's port-4500 socket, or a loopback socket and a pipe in place of the TUN.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
+import os
 import socket
+import time
 from typing import Any
 
 from core.dataplane.model import InterfaceSpec, if_id_for
@@ -19,6 +23,7 @@ from core.dataplane.userspace.backend import (
     _Sa,
 )
 from core.dataplane.userspace.esp import EspSa
+from core.dataplane.userspace.packet import build_ipv4_header
 from tests.dataplane.scenario import OUTER_A, OUTER_B, sa_pair
 
 DESTINATION = (str(OUTER_B), 4500)
@@ -128,3 +133,42 @@ def test_the_destination_is_the_sas() -> None:
     assert interface.outbound is not None
     assert interface.outbound.destination == DESTINATION
     assert ipaddress.ip_address(DESTINATION[0]) == OUTER_B
+
+
+# -- ESP in UDP handed over by the daemon ------------------------------------------------
+def test_a_lone_datagram_is_written_at_once_and_a_queue_waits_for_the_batch() -> None:
+    """handle_encapsulated_esp() writes queued packets to the TUN right away when no
+    datagram waits on the port-4500 socket, else at the loop's next turn."""
+    loop = asyncio.new_event_loop()
+    encap = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        encap.bind(("127.0.0.1", 0))
+        backend = UserspaceDataplane()
+        backend._loop = loop
+        backend.register_encap_socket(encap)
+        read_end, write_end = os.pipe()  # stands in for the TUN: written packets land here
+        interface = _Interface(InterfaceSpec(name="ipsec1", if_id=if_id_for(1)), write_end, 1)
+        backend._interfaces["ipsec1"] = interface
+        out, inbound = sa_pair("aes-gcm-128", 0x200, OUTER_B, OUTER_A, encap=True)
+        backend._inbound[0x200] = _Sa(EspSa(inbound, 0.0), interface)
+        sealer = EspSa(out, 0.0)
+        datagram = build_ipv4_header(src=OUTER_B, dst=OUTER_A, protocol=17, payload_length=8)
+        local = ("127.0.0.1", 4500)
+
+        backend.handle_encapsulated_esp(sealer.encapsulate(datagram + bytes(8)), local, local)
+        assert interface.rx_packets == 1 and backend._flush_handle is None  # at once
+
+        sender.sendto(b"waiting", encap.getsockname())
+        time.sleep(0.05)
+        backend.handle_encapsulated_esp(sealer.encapsulate(datagram + bytes(8)), local, local)
+        assert interface.rx_packets == 1 and backend._flush_handle is not None  # deferred
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        assert interface.rx_packets == 2 and interface.rx_errors == 0
+        os.close(read_end)
+        os.close(write_end)
+    finally:
+        encap.close()
+        sender.close()
+        loop.close()

@@ -28,10 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import ipaddress
 import os
 import socket
 import struct
+import termios
 from collections.abc import Callable, Iterator
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -80,6 +82,7 @@ RCVBUF_FORCE_OPTION = 33  # SO_RCVBUFFORCE: as root, past net.core.rmem_max
 _SPI = struct.Struct("!I")
 UDP_SEGMENT = 103  # linux/udp.h: the GSO segment size of a UDP send, as a SOL_UDP cmsg
 _SEGMENT_SIZE = struct.Struct("=H")
+_NO_BYTES = bytes(4)  # FIONREAD's answer (an int) for an empty socket
 _MAX_UDP_GSO_PAYLOAD = 0xFFFF - 48  # all segments' UDP payload: within one IPv6/IPv4 packet
 # Errors of a UDP GSO send that mean it cannot work here (no UDP GSO before Linux 4.18,
 # no checksum offload on the outgoing device, an XFRM policy on the route):
@@ -358,10 +361,25 @@ class UserspaceDataplane:
         self, packet: bytes, local: tuple[str, int], remote: tuple[str, int]
     ) -> None:
         self._receive(packet)
-        # The daemon hands datagrams over one at a time: queued TCP segments are written
-        # at the loop's next turn, after the rest of the daemon's batch.
+        # The daemon hands datagrams over one at a time: queued TCP segments and UDP
+        # datagrams are written at the loop's next turn, after the rest of the daemon's
+        # batch -- or at once when no datagram waits behind this one (a lone packet).
         if self._pending and self._flush_handle is None:
-            self._flush_handle = self._require_loop().call_soon(self._flush)
+            if self._encap_socket_drained(local):
+                self._flush()
+            else:
+                self._flush_handle = self._require_loop().call_soon(self._flush)
+
+    def _encap_socket_drained(self, local: tuple[str, int]) -> bool:
+        """True when the port-4500 socket `local` belongs to has no datagram queued."""
+        sock = self._encap_sockets.get(socket.AF_INET6 if ":" in local[0] else socket.AF_INET)
+        if sock is None:
+            return True
+        try:
+            queued = fcntl.ioctl(sock.fileno(), termios.FIONREAD, _NO_BYTES)
+        except OSError:
+            return False
+        return queued == _NO_BYTES
 
     # -- counters --------------------------------------------------------------------
     async def sa_counters(self, spi: int, direction: Direction, if_id: int) -> SaCounters:
