@@ -1,22 +1,20 @@
 """The IKEv1 endpoint: every ISAKMP SA of this node and what no single SA decides (sans-IO).
 
-Same surface as `core.ike.v2.endpoint.Ikev2Endpoint`, so the daemon drives both versions
-alike.  It routes messages to SAs by cookie pair, creates responder SAs for main and
-aggressive mode requests (picking the configured peer by address, and in aggressive mode
-by identity), starts the first quick mode once phase 1 is up, replaces an ISAKMP SA by a
-new phase 1 before it expires (IKEv1 has no rekey exchange: the IPsec SAs move to the new
-ISAKMP SA, the old one is deleted), sorts out phase 1 collisions and INITIAL-CONTACT, and
+It shares the peer bookkeeping, timers and re-establish backoff with the IKEv2 endpoint
+(`core.ike.endpoint.PeerEndpoint`), so the daemon drives both versions alike.  It routes
+messages to SAs by cookie pair, creates responder SAs for main and aggressive mode
+requests (picking the configured peer by address, and in aggressive mode by identity),
+starts the first quick mode once phase 1 is up, replaces an ISAKMP SA by a new phase 1
+before it expires (IKEv1 has no rekey exchange: the IPsec SAs move to the new ISAKMP SA,
+the old one is deleted), sorts out phase 1 collisions and INITIAL-CONTACT, and
 re-establishes peers that went down (with backoff; never for passive peers).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-
-from core.crypto.random import RandomSource
 from core.errors import DecodeError
-from core.ike.datagram import Outputs, on_wire
+from core.ike.datagram import on_wire
+from core.ike.endpoint import MAX_HALF_OPEN, PeerEndpoint, PeerState
 from core.ike.events import (
     Address,
     DownReason,
@@ -36,27 +34,10 @@ from core.ike.v1.message import Header, Message, encode_message, peek_header
 from core.ike.v1.payloads import NotifyPayload
 from core.ike.v1.sa import ZERO_COOKIE, Datagram, IsakmpSa, SaState
 
-MAX_HALF_OPEN = 512
 REPLACED_SA_GRACE = 10.0  # seconds before a replaced ISAKMP SA is deleted (as strongSwan)
-_RETRY_REASONS = frozenset({
-    DownReason.TIMEOUT, DownReason.PEER_DEAD, DownReason.DELETED_BY_PEER,
-    DownReason.NO_PROPOSAL, DownReason.AUTH_FAILED, DownReason.PROTOCOL_ERROR,
-    DownReason.EXPIRED,
-})
+_Peer = PeerState[IsakmpSa]
 
-__all__ = ["Datagram", "Ikev1Endpoint"]
-
-
-@dataclass
-class _Peer:
-    policy: PeerPolicy
-    current: IsakmpSa | None = None
-    wanted_up: bool = False
-    local: Address | None = None
-    remote: Address | None = None
-    failures: int = 0
-    retry_at: float | None = None
-    sas: list[IsakmpSa] = field(default_factory=list)
+__all__ = ["MAX_HALF_OPEN", "REPLACED_SA_GRACE", "Datagram", "Ikev1Endpoint"]
 
 
 def uses_aggressive_mode(policy: PeerPolicy) -> bool:
@@ -66,62 +47,15 @@ def uses_aggressive_mode(policy: PeerPolicy) -> bool:
         policy.remote_address is None
 
 
-class Ikev1Endpoint(Outputs):
-    def __init__(self, policies: Iterable[PeerPolicy], rng: RandomSource, *,
-                 max_half_open: int = MAX_HALF_OPEN) -> None:
-        self.rng = rng
-        self.max_half_open = max_half_open
-        self._peers: dict[str, _Peer] = {p.name: _Peer(p) for p in policies}
-        self._sas: dict[bytes, IsakmpSa] = {}  # our cookie -> SA
-        self._half_open: dict[tuple[bytes, Address], IsakmpSa] = {}
-        self.datagrams: list[Datagram] = []
-        self.events: list[IkeEvent] = []
+class Ikev1Endpoint(PeerEndpoint[IsakmpSa]):
+    """`_sas` is keyed by our cookie, `_half_open` by (the initiator's cookie, source)."""
 
     # ------------------------------------------------------------------ peers -------
-    def add_peer(self, policy: PeerPolicy) -> None:
-        self._peers[policy.name] = _Peer(policy)
-
-    def remove_peer(self, name: str, now: float) -> None:
-        self.disconnect(name, now)
-        peer = self._peers.pop(name, None)
-        if peer is not None:
-            for sa in list(peer.sas):
-                sa.destroy(DownReason.DELETED_BY_US, now)
-                self._collect(sa, now, peer)
-
-    def peer_names(self) -> list[str]:
-        return list(self._peers)
-
-    def current_sa(self, name: str) -> IsakmpSa | None:
-        peer = self._peers.get(name)
-        return peer.current if peer else None
-
-    def connect(self, name: str, local: Address, remote: Address, now: float) -> None:
-        """Bring the peer up (initiate) and keep it up: re-establish when it goes down."""
-        peer = self._peers[name]
-        peer.wanted_up = True
-        peer.local, peer.remote = local, remote
-        peer.failures = 0
-        peer.retry_at = None
-        if peer.policy.passive:
-            return
-        if peer.current is not None and not peer.current.gone:
-            return
-        self._initiate(peer, now)
-
-    def disconnect(self, name: str, now: float) -> None:
-        """Delete the peer's IPsec and ISAKMP SAs and stop re-establishing them."""
-        peer = self._peers.get(name)
-        if peer is None:
-            return
-        peer.wanted_up = False
-        peer.retry_at = None
-        for sa in list(peer.sas):
-            if sa.gone:
-                continue
-            informational.send_delete_all(sa, now)
-            sa.destroy(DownReason.DELETED_BY_US, now)
-            self._collect(sa, now)
+    def _close(self, sa: IsakmpSa, now: float) -> None:
+        """DELETE the IPsec SAs and the ISAKMP SA (IKEv1 deletes are not acknowledged)."""
+        informational.send_delete_all(sa, now)
+        sa.destroy(DownReason.DELETED_BY_US, now)
+        self._collect(sa, now)
 
     def rekey(self, name: str, now: float, *, ike: bool = False) -> bool:
         """Rekey the peer's IPsec SAs (quick mode) or its ISAKMP SA (a new phase 1).
@@ -143,16 +77,11 @@ class Ikev1Endpoint(Outputs):
         self._collect(sa, now)
         return True
 
-    def note_inbound_traffic(self, name: str, now: float) -> None:
-        sa = self.current_sa(name)
-        if sa is not None:
-            sa.note_inbound_traffic(now)
-
     def _initiate(self, peer: _Peer, now: float, replaces: IsakmpSa | None = None) -> None:
         local = replaces.local if replaces else peer.local
         remote = replaces.remote if replaces else peer.remote
         assert local is not None and remote is not None
-        sa = IsakmpSa(peer.policy, initiator=True, cky_i=self._new_cookie(),
+        sa = IsakmpSa(peer.policy, initiator=True, cky_i=self._new_spi(),
                       cky_r=ZERO_COOKIE, local=local, remote=remote, rng=self.rng, now=now,
                       aggressive=uses_aggressive_mode(peer.policy))
         sa.replaces = replaces
@@ -163,12 +92,6 @@ class Ikev1Endpoint(Outputs):
             peer.current = sa
         sa.phase1.start(now)
         self._collect(sa, now)
-
-    def _new_cookie(self) -> bytes:
-        while True:
-            cookie = self.rng.bytes(8)
-            if cookie != ZERO_COOKIE and cookie not in self._sas:
-                return cookie
 
     def _register(self, sa: IsakmpSa, peer: _Peer) -> None:
         self._sas[sa.our_cookie] = sa
@@ -238,7 +161,7 @@ class Ikev1Endpoint(Outputs):
             self._refuse(header, NotifyType.NO_PROPOSAL_CHOSEN, local, remote)
             return
         sa = IsakmpSa(candidates[0], initiator=False, cky_i=header.cky_i,
-                      cky_r=self._new_cookie(), local=local, remote=remote, rng=self.rng,
+                      cky_r=self._new_spi(), local=local, remote=remote, rng=self.rng,
                       now=now, aggressive=header.exchange == ExchangeType.AGGRESSIVE)
         sa.candidates = candidates
         sa.receive(data, local, remote, now)
@@ -252,16 +175,6 @@ class Ikev1Endpoint(Outputs):
         self._half_open[(header.cky_i, remote)] = sa
         self._collect(sa, now)
 
-    def _candidates(self, local: Address, remote: Address) -> tuple[PeerPolicy, ...]:
-        fixed = [p.policy for p in self._peers.values()
-                 if p.policy.remote_address == remote.host
-                 and p.policy.local_address in (None, local.host)]
-        if fixed:
-            return tuple(fixed)
-        return tuple(p.policy for p in self._peers.values()
-                     if p.policy.remote_address is None
-                     and p.policy.local_address in (None, local.host))
-
     def _refuse(self, header: Header, kind: NotifyType, local: Address,
                 remote: Address) -> None:
 
@@ -269,27 +182,6 @@ class Ikev1Endpoint(Outputs):
                           int.from_bytes(self.rng.bytes(4), "big"),
                           [(PayloadType.NOTIFY, NotifyPayload(kind, ProtocolId.ISAKMP))])
         self.datagrams.append(Datagram(on_wire(encode_message(message), local), local, remote))
-
-    # ------------------------------------------------------------------ timers ------
-    def next_timer(self) -> float | None:
-        deadlines = [t for sa in self._sas.values() if (t := sa.next_timer()) is not None]
-        deadlines += [p.retry_at for p in self._peers.values() if p.retry_at is not None]
-        return min(deadlines) if deadlines else None
-
-    def handle_timer(self, now: float) -> None:
-        for sa in list(self._sas.values()):
-            deadline = sa.next_timer()
-            if deadline is not None and deadline <= now:
-                sa.handle_timer(now)
-                self._collect(sa, now)
-        for peer in list(self._peers.values()):
-            if peer.retry_at is not None and peer.retry_at <= now:
-                peer.retry_at = None
-                if peer.wanted_up and not peer.policy.passive and (
-                        peer.current is None or peer.current.gone):
-                    self._log(peer.policy.name, "info",
-                              f"re-establishing (attempt {peer.failures + 1})")
-                    self._initiate(peer, now)
 
     # ------------------------------------------------------------------ bookkeeping -
     def _peer_of(self, sa: IsakmpSa) -> _Peer | None:
@@ -309,7 +201,7 @@ class Ikev1Endpoint(Outputs):
         """Take an SA's outputs and apply what concerns the whole endpoint."""
         self.datagrams.extend(sa.pop_datagrams())
         if sa.state != SaState.CONNECTING:
-            self._half_open = {k: v for k, v in self._half_open.items() if v is not sa}
+            self._forget_half_open(sa)
         peer = peer or self._peer_of(sa)
         for event in sa.pop_events():
             self._apply(sa, peer, event, now)
@@ -321,7 +213,7 @@ class Ikev1Endpoint(Outputs):
                 self._initiate(peer, now, replaces=sa)
         if sa.gone:
             self._sas.pop(sa.our_cookie, None)
-            self._half_open = {k: v for k, v in self._half_open.items() if v is not sa}
+            self._forget_half_open(sa)
             if peer is not None and sa in peer.sas:
                 peer.sas.remove(sa)
 
@@ -343,8 +235,7 @@ class Ikev1Endpoint(Outputs):
         self.events.append(event)
 
     def _on_up(self, sa: IsakmpSa, peer: _Peer, now: float) -> None:
-        peer.failures = 0
-        peer.retry_at = None
+        self._peer_up(peer)
         for pending in [s for s in peer.sas if s is not sa and s.initiator and s.replaces is None
                         and s.state == SaState.CONNECTING and s.cky_r == ZERO_COOKIE]:
             # Our own phase 1 never got an answer (its first packet was lost, or the peer
@@ -419,24 +310,3 @@ class Ikev1Endpoint(Outputs):
         self._collect(old, now, peer)
         if peer.current is old:
             peer.current = successor
-
-    def _backoff(self, peer: _Peer | None) -> float:
-        if peer is None:
-            return 30.0
-        backoff = peer.policy.timing.reestablish_backoff
-        return backoff[min(peer.failures, len(backoff) - 1)] * self.rng.uniform(0.8, 1.2)
-
-    def _schedule_retry(self, peer: _Peer, reason: DownReason, now: float) -> None:
-        if not peer.wanted_up or peer.policy.passive or reason not in _RETRY_REASONS:
-            return
-        peer.retry_at = now + self._backoff(peer)
-        peer.failures += 1
-
-    def _log(self, peer: str, level: str, message: str) -> None:
-        self.events.append(LogMessage(peer, level, message))
-
-
-    @property
-    def half_open_count(self) -> int:
-        return len(self._half_open)
-

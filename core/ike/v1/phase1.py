@@ -58,6 +58,7 @@ from core.ike.v1.errors import (
     PeerRefused,
     UnexpectedMessage,
 )
+from core.ike.v1.exchange import Exchange
 from core.ike.v1.ids import identity_of, identity_payload
 from core.ike.v1.message import Header, Message, decode_message
 from core.ike.v1.payloads import (
@@ -82,7 +83,7 @@ from core.ike.v1.proposals import (
 )
 
 if TYPE_CHECKING:
-    from core.ike.v1.sa import IsakmpSa, Retransmit
+    from core.ike.v1.sa import IsakmpSa
 
 NONCE_SIZE = 32
 _Handler = Callable[[bytes, Address, Address, float], None]
@@ -100,11 +101,11 @@ class Step(enum.Enum):
     DONE = "done"
 
 
-class Phase1:
+class Phase1(Exchange):
     """The phase 1 exchange of one ISAKMP SA, for either role and either mode."""
 
     def __init__(self, sa: IsakmpSa) -> None:
-        self.sa = sa
+        super().__init__(sa)
         self.step = Step.IDLE
         self.offered: list[Phase1Choice] = []
         self.sa_body = b""  # SAi_b: the initiator's SA payload body
@@ -114,10 +115,6 @@ class Phase1:
         self.nonce_r = b""
         self.id_body_i = b""
         self.id_body_r = b""
-        self.last_in: bytes | None = None
-        self.last_out: bytes | None = None
-        self.replayed: tuple[bytes, float] | None = None  # (what we answered, when)
-        self.retransmit_record: Retransmit | None = None
         self.peer_vids: set[bytes] = set()
         self.peer_lifetime: float | None = None  # responder: what the initiator proposed
 
@@ -185,11 +182,7 @@ class Phase1:
         return {Step.IDLE: self._on_mm1, Step.R_MM2: self._on_mm3, Step.R_MM4: self._on_mm5}
 
     def handle_timer(self, now: float) -> None:
-        record = self.retransmit_record
-        if record is None:
-            return
-        if not self.sa.retransmit(record, f"{self.exchange.name} mode message", now):
-            self.retransmit_record = None
+        if not self._retransmit_if_due(f"{self.exchange.name} mode message", now):
             self.sa.report(IsakmpError("no answer to phase 1"), self.exchange.name)
             self.sa.destroy(DownReason.TIMEOUT, now,
                             detail=f"{self.exchange.name} mode got no answer")
@@ -347,12 +340,7 @@ class Phase1:
         data, next_iv = sa.build(self.exchange, 0, payloads, sa.phase1_iv if encrypt else None)
         if encrypt:
             sa.phase1_iv = next_iv
-        self.last_out = data
-        if track:
-            self.retransmit_record = sa.send_tracked(data, now)
-        else:
-            self.retransmit_record = None
-            sa.emit(data, now)
+        self._transmit(data, now, track=track)
 
     def _established(self, now: float) -> None:
         sa = self.sa

@@ -38,6 +38,7 @@ from core.ike.v1.errors import (
     PeerRefused,
     UnexpectedMessage,
 )
+from core.ike.v1.exchange import Exchange
 from core.ike.v1.ids import Selector, host_selector, selector_of
 from core.ike.v1.message import Message
 from core.ike.v1.payloads import (
@@ -64,7 +65,7 @@ from core.ike.v1.proposals import (
 )
 
 if TYPE_CHECKING:
-    from core.ike.v1.sa import IsakmpSa, Retransmit
+    from core.ike.v1.sa import IsakmpSa
 
 NONCE_SIZE = 32
 
@@ -89,12 +90,12 @@ def _seconds(notify: NotifyPayload) -> float | None:
     return None
 
 
-class QuickMode:
+class QuickMode(Exchange):
     """One quick mode exchange (one message ID), for either role."""
 
     def __init__(self, sa: IsakmpSa, message_id: int, *, initiator: bool = True,
                  rekey_of: ChildSa | None = None) -> None:
-        self.sa = sa
+        super().__init__(sa)
         self.message_id = message_id
         self.initiator = initiator
         self.rekey_of = rekey_of
@@ -106,10 +107,6 @@ class QuickMode:
         self.offer: SaPayload | None = None
         self.local_ts: Selector | None = None
         self.remote_ts: Selector | None = None
-        self.last_in: bytes | None = None
-        self.last_out: bytes | None = None
-        self.replayed: tuple[bytes, float] | None = None  # (what we answered, when)
-        self.retransmit_record: Retransmit | None = None
         self.finished = False
         self.child: ChildSa | None = None
 
@@ -276,11 +273,8 @@ class QuickMode:
             self.fail(MalformedMessage(str(error)), now)
 
     def handle_timer(self, now: float) -> None:
-        record = self.retransmit_record
-        if record is None or self.sa.retransmit(record, f"quick mode {self.message_id:#x}",
-                                                now):
+        if self._retransmit_if_due(f"quick mode {self.message_id:#x}", now):
             return
-        self.retransmit_record = None
         self.fail(IsakmpError(f"quick mode {self.message_id:#x} got no answer"), now,
                   timed_out=True)
 
@@ -320,12 +314,7 @@ class QuickMode:
             (PayloadType.HASH, HashPayload(sa.auth_hash(hash_prefix, encode_chain(rest)))),
             *rest]
         data, self.iv = sa.build(ExchangeType.QUICK, self.message_id, payloads, self.iv)
-        self.last_out = data
-        if track:
-            self.retransmit_record = sa.send_tracked(data, now)
-        else:
-            self.retransmit_record = None
-            sa.emit(data, now)
+        self._transmit(data, now, track=track)
 
     def _open(self, data: bytes) -> Message:
         if not data[19] & 1:

@@ -3,7 +3,8 @@
 It routes received messages to SAs by SPI, creates responder SAs for IKE_SA_INIT
 requests (with COOKIEs once half-open SAs pass a threshold, RFC 7296 2.6), registers the
 successors of rekeyed SAs, handles INITIAL_CONTACT and duplicate IKE SAs, and
-re-establishes peers that went down (with backoff; never for passive peers).
+re-establishes peers that went down (with backoff; never for passive peers; the peer
+bookkeeping is `core.ike.endpoint.PeerEndpoint`'s, shared with IKEv1).
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from functools import partial
 
 from core.crypto.proposals import ProposalSpec
 from core.crypto.random import RandomSource
 from core.errors import DecodeError
 from core.ike.constants import ExchangeType, NotifyType, PayloadType, ProtocolId
-from core.ike.datagram import Datagram, Outputs, on_wire
+from core.ike.datagram import Datagram, on_wire
+from core.ike.endpoint import MAX_HALF_OPEN, PeerEndpoint, PeerState
 from core.ike.errors import IkeError, InvalidKePayload, UnsupportedCriticalPayload
 from core.ike.events import (
     Address,
@@ -28,7 +29,6 @@ from core.ike.events import (
     IkeSaDown,
     IkeSaRekeyed,
     IkeSaUp,
-    LogMessage,
 )
 from core.ike.policy import PeerPolicy
 from core.ike.v2.header import peek_header
@@ -40,96 +40,37 @@ from core.ike.v2.tasks.ike_delete import IkeDelete
 from core.ike.v2.tasks.ike_init import IkeInit, respond_ike_sa_init
 
 COOKIE_THRESHOLD = 16  # half-open SAs before we ask for cookies
-MAX_HALF_OPEN = 512  # beyond this, new IKE_SA_INIT requests are dropped
-_RETRY_REASONS = frozenset({
-    DownReason.TIMEOUT, DownReason.PEER_DEAD, DownReason.DELETED_BY_PEER,
-    DownReason.NO_PROPOSAL, DownReason.AUTH_FAILED, DownReason.PROTOCOL_ERROR,
-    DownReason.EXPIRED,
-})
+_Peer = PeerState[IkeSa]
 
-
-@dataclass
-class _Peer:
-    policy: PeerPolicy
-    current: IkeSa | None = None
-    wanted_up: bool = False
-    local: Address | None = None
-    remote: Address | None = None
-    failures: int = 0
-    retry_at: float | None = None
-    sas: list[IkeSa] = field(default_factory=list)
+__all__ = ["COOKIE_THRESHOLD", "MAX_HALF_OPEN", "Ikev2Endpoint"]
 
 
 def _has_other_established(peer: _Peer, sa: IkeSa) -> bool:
     return any(s is not sa and s.is_established for s in peer.sas)
 
 
-class Ikev2Endpoint(Outputs):
+class Ikev2Endpoint(PeerEndpoint[IkeSa]):
     def __init__(self, policies: Iterable[PeerPolicy], rng: RandomSource, *,
                  cookie_threshold: int = COOKIE_THRESHOLD,
                  max_half_open: int = MAX_HALF_OPEN) -> None:
-        self.rng = rng
+        super().__init__(policies, rng, max_half_open=max_half_open)
         self.cookie_threshold = cookie_threshold
-        self.max_half_open = max_half_open
-        self._peers: dict[str, _Peer] = {p.name: _Peer(p) for p in policies}
-        self._sas: dict[bytes, IkeSa] = {}  # our SPI -> SA
-        self._half_open: dict[tuple[bytes, Address], IkeSa] = {}  # (request hash, from)
         self._cookie_secret = rng.bytes(32)
-        self.datagrams: list[Datagram] = []
-        self.events: list[IkeEvent] = []
         self.cookies_sent = 0
+        # `_half_open` is keyed by (hash of the IKE_SA_INIT request, its source).
 
     # ------------------------------------------------------------------ peers -------
-    def add_peer(self, policy: PeerPolicy) -> None:
-        self._peers[policy.name] = _Peer(policy)
-
-    def remove_peer(self, name: str, now: float) -> None:
-        self.disconnect(name, now)
-        peer = self._peers.pop(name, None)
-        if peer is not None:
-            for sa in peer.sas:
-                # Anything still negotiating or deleting goes without further ado.
-                if sa.state != IkeState.DESTROYED:
-                    sa.destroy(DownReason.DELETED_BY_US, now)
-                    self._collect(sa, now)
-
-    def peer_names(self) -> list[str]:
-        return list(self._peers)
-
-    def current_sa(self, name: str) -> IkeSa | None:
-        peer = self._peers.get(name)
-        return peer.current if peer else None
-
-    def connect(self, name: str, local: Address, remote: Address, now: float) -> None:
-        """Bring the peer up (initiate) and keep it up: re-establish when it goes down."""
-        peer = self._peers[name]
-        peer.wanted_up = True
-        peer.local, peer.remote = local, remote
-        peer.failures = 0
-        peer.retry_at = None
-        if peer.policy.passive:
-            return  # a passive peer waits for the other side
-        if peer.current is not None and peer.current.state != IkeState.DESTROYED:
+    def _close(self, sa: IkeSa, now: float) -> None:
+        """DELETE an established IKE SA; drop one still negotiating."""
+        if sa.state == IkeState.DELETING:
             return
-        self._initiate(peer, now)
-
-    def disconnect(self, name: str, now: float) -> None:
-        """Close the peer's IKE SA (DELETE) and stop re-establishing it."""
-        peer = self._peers.get(name)
-        if peer is None:
-            return
-        peer.wanted_up = False
-        peer.retry_at = None
-        for sa in list(peer.sas):
-            if sa.state in (IkeState.DESTROYED, IkeState.DELETING):
-                continue
-            if sa.is_established:
-                sa.drop_queued(lambda t: True)
-                sa.queue(IkeDelete(DownReason.DELETED_BY_US), first=True)
-                sa.handle_timer(now)
-            else:
-                sa.destroy(DownReason.DELETED_BY_US, now)
-            self._collect(sa, now)
+        if sa.is_established:
+            sa.drop_queued(lambda t: True)
+            sa.queue(IkeDelete(DownReason.DELETED_BY_US), first=True)
+            sa.handle_timer(now)
+        else:
+            sa.destroy(DownReason.DELETED_BY_US, now)
+        self._collect(sa, now)
 
     def rekey(self, name: str, now: float, *, ike: bool = False) -> bool:
         """Rekey the peer's Child SAs (or its IKE SA).  False: nothing to rekey."""
@@ -152,11 +93,6 @@ class Ikev2Endpoint(Outputs):
         self._collect(sa, now)
         return True
 
-    def note_inbound_traffic(self, name: str, now: float) -> None:
-        sa = self.current_sa(name)
-        if sa is not None:
-            sa.note_inbound_traffic(now)
-
     def _initiate(self, peer: _Peer, now: float) -> None:
         assert peer.local is not None and peer.remote is not None
         spi_i = self._new_spi()
@@ -167,12 +103,6 @@ class Ikev2Endpoint(Outputs):
         sa.queue(IkeInit(sa))
         sa.handle_timer(now)
         self._collect(sa, now)
-
-    def _new_spi(self) -> bytes:
-        while True:
-            spi = self.rng.bytes(8)
-            if spi != bytes(8) and spi not in self._sas:
-                return spi
 
     def _register(self, sa: IkeSa, peer: _Peer) -> None:
         self._sas[sa.our_spi] = sa
@@ -285,16 +215,6 @@ class Ikev2Endpoint(Outputs):
                 policy.name, "IKE_SA_INIT", f"refused the request from {remote}: {error}",
                 notify))
 
-    def _candidates(self, local: Address, remote: Address) -> tuple[PeerPolicy, ...]:
-        fixed = [p.policy for p in self._peers.values()
-                 if p.policy.remote_address == remote.host
-                 and p.policy.local_address in (None, local.host)]
-        if fixed:
-            return tuple(fixed)
-        return tuple(p.policy for p in self._peers.values()
-                     if p.policy.remote_address is None
-                     and p.policy.local_address in (None, local.host))
-
     # -- cookies (RFC 7296 2.6) --------------------------------------------------------
     def _cookie_for(self, nonce: bytes, remote: Address, spi_i: bytes) -> bytes:
         digest = hmac.new(self._cookie_secret, nonce + remote.host.encode() + spi_i,
@@ -334,27 +254,6 @@ class Ikev2Endpoint(Outputs):
                                       NotifyPayload(ProtocolId.NONE, b"", kind, data))])
         self.datagrams.append(Datagram(on_wire(encode_message(response), local), local, remote))
 
-    # ------------------------------------------------------------------ timers ------
-    def next_timer(self) -> float | None:
-        deadlines = [t for sa in self._sas.values() if (t := sa.next_timer()) is not None]
-        deadlines += [p.retry_at for p in self._peers.values() if p.retry_at is not None]
-        return min(deadlines) if deadlines else None
-
-    def handle_timer(self, now: float) -> None:
-        for sa in list(self._sas.values()):
-            deadline = sa.next_timer()
-            if deadline is not None and deadline <= now:
-                sa.handle_timer(now)
-                self._collect(sa, now)
-        for peer in list(self._peers.values()):
-            if peer.retry_at is not None and peer.retry_at <= now:
-                peer.retry_at = None
-                if peer.wanted_up and not peer.policy.passive and (
-                        peer.current is None or peer.current.state == IkeState.DESTROYED):
-                    self._log(peer.policy.name, "info",
-                              f"re-establishing (attempt {peer.failures + 1})")
-                    self._initiate(peer, now)
-
     # ------------------------------------------------------------------ bookkeeping -
     def _collect(self, sa: IkeSa, now: float) -> None:
         """Take an SA's outputs and apply what concerns the whole endpoint."""
@@ -366,7 +265,7 @@ class Ikev2Endpoint(Outputs):
             new.handle_timer(now)
         spawned, sa.spawned = sa.spawned, []
         if sa.state != IkeState.CONNECTING:
-            self._half_open = {k: v for k, v in self._half_open.items() if v is not sa}
+            self._forget_half_open(sa)
         if peer is not None and sa.policy.name != peer.policy.name:
             peer = self._peers.get(sa.policy.name)  # the responder picked another peer
         for event in sa.pop_events():
@@ -405,8 +304,7 @@ class Ikev2Endpoint(Outputs):
         self.events.append(event)
 
     def _on_up(self, sa: IkeSa, peer: _Peer, now: float) -> None:
-        peer.failures = 0
-        peer.retry_at = None
+        self._peer_up(peer)
         if sa.initiator is False and peer.local is None:
             peer.local, peer.remote = sa.local, sa.remote
         others = [s for s in peer.sas if s is not sa and s.state != IkeState.DESTROYED]
@@ -450,20 +348,3 @@ class Ikev2Endpoint(Outputs):
             peer.current = keep
         else:
             peer.current = sa
-
-    def _schedule_retry(self, peer: _Peer, reason: DownReason, now: float) -> None:
-        if not peer.wanted_up or peer.policy.passive or reason not in _RETRY_REASONS:
-            return
-        backoff = peer.policy.timing.reestablish_backoff
-        delay = backoff[min(peer.failures, len(backoff) - 1)]
-        peer.failures += 1
-        peer.retry_at = now + delay * self.rng.uniform(0.8, 1.2)
-
-    def _log(self, peer: str, level: str, message: str) -> None:
-        self.events.append(LogMessage(peer, level, message))
-
-
-    @property
-    def half_open_count(self) -> int:
-        return len(self._half_open)
-
