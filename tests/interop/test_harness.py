@@ -130,6 +130,15 @@ def test_child_and_ike_rekey_keep_the_tunnel(
     fresh = wait_until(lambda: [c for c in charon_b.child_sas() if c.state == "INSTALLED"
                                 and c.spi_in != old_child.spi_in], 5)  # fmt: skip
     assert fresh, charon_b.diagnostics()
+    # Until charon a has its DELETE of the old Child SA answered, its rekey task is open and
+    # it refuses an IKE rekey with TEMPORARY_FAILURE ("a child is half-open", seen when the
+    # rekey request crossed that DELETE's answer); charon b retries only seconds later,
+    # past the wait below.  So wait until a holds the new Child SA alone.
+    def a_holds_only_the_new_child() -> bool:
+        return [(c.state, c.spi_out) for c in charon_a.child_sas()] == [
+            ("INSTALLED", fresh[0].spi_in)]
+
+    assert wait_until(a_holds_only_the_new_child, 5), charon_a.diagnostics()
     charon_b.rekey(ike="gw")
     assert wait_until(lambda: [sa.uniqueid for sa in charon_b.list_sas()] not in
                       ([old_ike.uniqueid], []), 5)  # fmt: skip
