@@ -207,6 +207,7 @@ class Daemon:
         for peer in wanted:
             if peer.policy is not None and peer.remote_ip is not None:
                 self._guard(partial(self._connect, peer))
+                self._pump()  # each IKE_SA_INIT leaves as soon as it is built
         self._pump()
         await self.following.sync()
         log.info("route-based IPsec is enabled: %d peers", len(self.peers))
