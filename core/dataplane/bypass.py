@@ -137,7 +137,13 @@ class TransportRoutes:
     async def add(self, ifindex: int, peer: TransportPeer) -> None:
         """Guard, device route (once the link is up), the rule for the family's first peer.
 
+        Adding again for the same peer (a new source address) replaces the route in place,
+        so traffic to the peer is never without a route into the interface meanwhile.
+
         On failure nothing of it stays (the caller sees the NetlinkError)."""
+        old = self.routes.get(ifindex)
+        if old is not None and old.remote != peer.remote:
+            await self.remove(ifindex)
         family = family_of(peer.remote)
         first = not self._peers_of(family)
         self.routes[ifindex] = peer

@@ -140,3 +140,13 @@ def test_remove_all_clears_a_crashed_runs_rule_and_table() -> None:
         {"family": socket.AF_INET, "dst": "198.51.100.2/32", "table": TRANSPORT_TABLE,
          "type": 1, "oif": 9},
     ]  # fmt: skip
+
+
+def test_a_new_source_for_the_same_peer_replaces_the_route_in_place() -> None:
+    ipr = RecordingIpr()
+    routes = bypass.TransportRoutes(ipr)
+    run(routes.add(7, TransportPeer(remote=PEER)))
+    ipr.calls.clear()
+    run(routes.add(7, TransportPeer(remote=PEER, local=LOCAL)))
+    assert ipr.commands("route") == ["replace", "replace"] and ipr.commands("rule") == []
+    assert routes.routes[7].local == LOCAL and len(ipr.rules) == 1

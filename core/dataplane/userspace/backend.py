@@ -260,10 +260,10 @@ class UserspaceDataplane:
             interface.tcp_mss = spec.tcp_mss or 0
             if interface.up and old.borrowed_source != spec.borrowed_source:
                 await self._install_routes(interface)
-            if old.transport != spec.transport:
+            if old.transport != spec.transport and spec.transport is None:
                 await self._transport.remove(interface.index)
-                if spec.transport is not None:
-                    await self._transport.add(interface.index, spec.transport)
+            elif old.transport != spec.transport and spec.transport is not None:
+                await self._transport.add(interface.index, spec.transport)
 
     async def delete_interface(self, name: str) -> None:
         interface = self._interfaces.pop(name, None)

@@ -52,7 +52,7 @@ class Redirect:
     """One peer's redirect: where it is installed."""
 
     interface: str  # ipsecN
-    peer: TransportPeer
+    peer: IPAddress  # the remote outer address
     outer: str  # the device the route to the peer leaves by
     pref: int
 
@@ -131,9 +131,9 @@ class Redirects:
     def add(self, interface: str, if_id: int, peer: TransportPeer) -> None:
         """Install (or move) the redirect of `interface`; nothing stays if it fails."""
         outer = self.outer_device(peer.remote)
-        wanted = Redirect(interface, peer, outer, peer_pref(if_id))
+        wanted = Redirect(interface, peer.remote, outer, peer_pref(if_id))
         if self.installed.get(interface) == wanted:
-            return
+            return  # (the local address does not matter here: the packet keeps its own)
         self.remove(interface)
         try:
             if "clsact" not in self._run("tc", ["qdisc", "show", "dev", outer]):
@@ -150,7 +150,7 @@ class Redirects:
         """Follow the route to the peer to another device, if it moved."""
         redirect = self.installed.get(interface)
         if redirect is not None:
-            self.add(interface, if_id, redirect.peer)
+            self.add(interface, if_id, TransportPeer(remote=redirect.peer))
 
     def remove(self, interface: str) -> None:
         redirect = self.installed.pop(interface, None)
