@@ -443,7 +443,7 @@ import socket, sys, time
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 bursts, burst = int(sys.argv[2]), int(sys.argv[3])
 for index in range(bursts * burst):
-    size = 300 if index % burst == burst - 1 else 1000  # a short tail ends each burst
+    size = 300 if index % burst == burst - 1 else 500  # a short tail ends each burst
     sock.sendto(index.to_bytes(4, "big") + bytes((index + i) % 251 for i in range(size - 4)),
                 (sys.argv[1], 5302))
     if index % burst == burst - 1:
