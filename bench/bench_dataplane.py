@@ -7,7 +7,8 @@ Tunnel peers, each a tunnel 10.0.0.1 (namespace A) -> 10.0.0.2 (namespace B):
 - strongSwan's kernel-libipsec (bench/strongswan_peer.py; skipped with a note when
   strongSwan is not installed) -- the baseline the ratios are taken against,
 - rbipsec's userspace backend with raw ESP (IP protocol 50),
-- rbipsec's userspace backend with ESP in UDP 4500, as libipsec always sends it.
+- rbipsec's userspace backend with ESP in UDP 4500, as libipsec always sends it, received
+  through the daemon's own UDP transport and demultiplexing (tests/dataplane/agent.py).
 
 For each: TCP bulk throughput (a small Python sender and receiver), UDP packets/s delivered
 for 64-byte and 1400-byte IP packets (the same paced load offered to every peer, above
