@@ -1,6 +1,6 @@
 """What the daemon asks the host's network stack: routes, addresses, names.
 
-`NetInfo` is the narrow interface; `SystemNetInfo` answers through pyroute2 (in a worker
+`NetInfo` is the narrow interface; `SystemNetInfo` answers through the kernel (in a worker
 thread, these are rare calls) and the resolver; unit tests pass a fake.
 """
 
@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from core.dataplane.userspace.rtnl import Route
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -60,44 +63,44 @@ class SystemNetInfo:
 
 
 def _route_source(destination: IPAddress) -> IPAddress:
-    from pyroute2 import IPRoute  # on first use: pyroute2 costs ~60 ms and ~10 MiB to import
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    with IPRoute() as ipr:
+    """The kernel's route lookup for a datagram toward `destination` (like `ip route
+    get`): a connected UDP socket sends nothing and learns its source address."""
+    family = socket.AF_INET if destination.version == 4 else socket.AF_INET6
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
         try:
-            routes: list[Any] = list(ipr.route("get", dst=str(destination)))
-        except (NetlinkError, OSError) as error:
-            raise NetInfoError(f"no route to {destination}: {error}") from None
-    for route in routes:
-        source = route.get_attr("RTA_PREFSRC")
-        if source:
-            return ipaddress.ip_address(source)
-    raise NetInfoError(f"no source address toward {destination}")
+            probe.connect((str(destination), 500))
+        except OSError as error:
+            raise NetInfoError(f"no route to {destination}: {error.strerror or error}") from None
+        source = ipaddress.ip_address(probe.getsockname()[0])
+    if source.is_unspecified:
+        raise NetInfoError(f"no source address toward {destination}")
+    return source
 
 
 def _unnumbered_source(interface: str) -> ipaddress.IPv4Address:
-    from pyroute2 import IPRoute
+    from core.dataplane.userspace.rtnl import RtnlSocket
 
-    with IPRoute() as ipr:
+    rtnl = RtnlSocket()
+    try:
         if interface:
-            found = ipr.link_lookup(ifname=interface)
-            index = int(found[0]) if found else None
+            try:
+                index: int | None = socket.if_nametoindex(interface)
+            except OSError:
+                index = None
         else:
-            index = _default_route_interface(ipr)
+            index = _default_route_interface(rtnl.routes(socket.AF_INET))
         if index is None:
             return LINK_LOCAL_SOURCE
-        for address in ipr.get_addr(family=socket.AF_INET, index=index):
-            local = address.get_attr("IFA_LOCAL") or address.get_attr("IFA_ADDRESS")
-            if local:
-                return ipaddress.IPv4Address(local)
+        for address in rtnl.ipv4_addresses():
+            if address.index == index:
+                return ipaddress.IPv4Address(address.address)
+    finally:
+        rtnl.close()
     return LINK_LOCAL_SOURCE
 
 
-def _default_route_interface(ipr: Any) -> int | None:
-    for route in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
-        if route["dst_len"] == 0 and route.get_attr("RTA_OIF") is not None:
-            return int(route.get_attr("RTA_OIF"))
-        multipath = route.get_attr("RTA_MULTIPATH")
-        if route["dst_len"] == 0 and multipath:
-            return int(multipath[0]["oif"])
+def _default_route_interface(routes: list[Route]) -> int | None:
+    for route in routes:
+        if route.table == MAIN_TABLE and route.prefixlen == 0 and route.oif is not None:
+            return int(route.oif)
     return None

@@ -127,7 +127,13 @@ class Reloader:
         daemon = self._daemon
         glue = daemon._glue
         assert glue is not None
-        for peer in daemon.peers.values():
-            if peer.config.address is None and peer.interface is not None:
-                borrowed = await daemon._borrowed_source(peer.config)
-                await daemon._submit(partial(glue.update, peer, borrowed, daemon.now()))
+        unnumbered = [
+            peer
+            for peer in daemon.peers.values()
+            if peer.config.address is None and peer.interface is not None
+        ]
+        if not unnumbered:
+            return
+        borrowed = await daemon._unnumbered_source()  # once for all of them
+        for peer in unnumbered:
+            await daemon._submit(partial(glue.update, peer, borrowed, daemon.now()))

@@ -183,8 +183,7 @@ class Daemon:
         # Interfaces are created by the worker while IKE runs: a Child SA's installation
         # queues behind its interface.  Every peer is known to the engine before the
         # ports open, so no early IKE_SA_INIT is refused for a peer not added yet.
-        for peer in self.peers.values():
-            await self._create_interface(peer)
+        await self._create_interfaces(list(self.peers.values()))
         wanted = [p for p in self.peers.values() if p.config.enabled and p.wanted_up]
         for peer in wanted:
             await self._start_ike(peer, initiate=False)
@@ -400,18 +399,29 @@ class Daemon:
             await self._start_ike(peer)
 
     async def _create_interface(self, peer: PeerRuntime) -> None:
-        """Queue the creation of the peer's interface (the worker runs it in order)."""
-        assert self._glue is not None
-        borrowed = await self._borrowed_source(peer.config)
-        self._post(partial(self._glue.create, peer, borrowed, self.now()))
+        await self._create_interfaces([peer])
+
+    async def _create_interfaces(self, peers: list[PeerRuntime]) -> None:
+        """Queue the creation of the peers' interfaces (the worker runs them in order);
+        the address the unnumbered ones borrow is looked up once for all of them."""
+        glue = self._glue
+        assert glue is not None
+        shared = None
+        if any(peer.config.address is None for peer in peers):
+            shared = await self._unnumbered_source()
+        for peer in peers:
+            borrowed = shared if peer.config.address is None else None
+            self._post(partial(glue.create, peer, borrowed, self.now()))
 
     async def _borrowed_source(self, config: PeerConfig) -> ipaddress.IPv4Address | None:
-        if config.address is not None:
-            return None
+        return None if config.address is not None else await self._unnumbered_source()
+
+    async def _unnumbered_source(self) -> ipaddress.IPv4Address | None:
+        """The IPv4 address unnumbered interfaces borrow (None: the lookup failed)."""
         try:
             return await self.netinfo.unnumbered_source(self.config.global_.unnumbered_source)
         except OSError as error:
-            log.warning("peer %s: no source address to borrow: %s", config.name, error)
+            log.warning("no source address for unnumbered interfaces to borrow: %s", error)
             return None
 
     async def _start_ike(self, peer: PeerRuntime, *, initiate: bool = True) -> str | None:

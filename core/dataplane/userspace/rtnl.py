@@ -54,6 +54,7 @@ RTA_DST = 1
 RTA_OIF = 4
 RTA_PRIORITY = 6
 RTA_PREFSRC = 7
+RTA_MULTIPATH = 9
 RTA_TABLE = 15
 RTN_UNICAST = 1
 RTN_UNREACHABLE = 7
@@ -75,6 +76,7 @@ _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst len, src len, tos, table, pr
 #                                       type, flags
 _FIB_RULE_HDR = struct.Struct("=BBBBBBBBI")  # family, dst len, src len, tos, table, 2 reserved,
 #                                              action, flags
+_RTNEXTHOP = struct.Struct("=HBBi")  # length, flags, hops, ifindex
 _RTATTR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
 _RECV_SIZE = 1 << 16
@@ -217,7 +219,7 @@ class Route:
     table: int
     protocol: int
     kind: int  # RTN_*
-    oif: int | None
+    oif: int | None  # of a multipath route: its first next hop's
     priority: int | None
 
 
@@ -261,6 +263,8 @@ def _parse_route(raw: bytes) -> Route | None:
             (oif,) = _U32.unpack(payload)
         elif attr == RTA_PRIORITY and len(payload) == 4:
             (priority,) = _U32.unpack(payload)
+        elif attr == RTA_MULTIPATH and oif is None and len(payload) >= _RTNEXTHOP.size:
+            oif = _RTNEXTHOP.unpack_from(payload)[3]
     return Route(family, destination, dst_len, table, protocol, kind, oif, priority)
 
 
