@@ -28,6 +28,7 @@ from core.config import Config, DataplaneChoice, PeerConfig
 from core.config.schema import FLOAT
 from core.crypto.random import RandomSource, SystemRandomSource
 from core.daemon import probe
+from core.daemon.activity import DataplaneActivity
 from core.daemon.bus import EventBus, Subscription, engine_event_json
 from core.daemon.following import PeerFollowing
 from core.daemon.netinfo import NetInfo, NetInfoError, SystemNetInfo
@@ -42,7 +43,7 @@ from core.daemon.transport import IKE_PORT, Transport, UdpTransport
 from core.daemon.warmup import warm_up_crypto
 from core.daemon.worker import Job, JobWorker, nothing
 from core.dataplane.api import Dataplane, DataplaneError
-from core.dataplane.model import DataplaneEvent, Direction, ExpiryKind, SaExpired
+from core.dataplane.model import DataplaneEvent
 from core.errors import ConfigError, UsageError
 from core.ike.constants import NAT_KEEPALIVE, NAT_T_PORT, NON_ESP_MARKER
 from core.ike.engines import IkeEngines
@@ -114,6 +115,7 @@ class Daemon:
         self.operations = Operations(self)
         self.reloader = Reloader(self)
         self.following = PeerFollowing(self)
+        self.activity = DataplaneActivity(self)
 
     # ------------------------------------------------------------------ lifecycle ---
     @property
@@ -199,7 +201,7 @@ class Daemon:
         for sock in transport.encap_sockets():
             self.dataplane.register_encap_socket(sock)
         self._periodic = [
-            Periodic(self.loop, self._activity_interval(), self._poll_activity),
+            Periodic(self.loop, self._activity_interval(), self.activity.poll),
             Periodic(self.loop, SETUP_RETRY, self._retry_setups),
             Periodic(self.loop, RESOLVE_INTERVAL, lambda: self._post(self.following.follow_names)),
         ]
@@ -517,47 +519,9 @@ class Daemon:
                 self._post(partial(self._start_ike, peer))
 
     # ------------------------------------------------------------------ dataplane ---
+    # Its events and the inbound-traffic polling are handled in activity.py.
     def _on_dataplane_event(self, event: DataplaneEvent) -> None:
-        peer = next((p for p in self.peers.values() if p.config.if_id == event.if_id), None)
-        if peer is None:
-            return
-        if isinstance(event, SaExpired):
-            log.info(
-                "peer %s: SA %08x %s reached its %s limit",
-                peer.name, event.spi, event.direction.value, event.kind.value,
-                extra={"peer": peer.name},
-            )  # fmt: skip
-            engine = self.engine
-            if engine is not None and peer.policy is not None and not peer.config.passive:
-                self._guard(lambda: engine.rekey(peer.name, self.now()))
-                self._pump()
-            if event.kind is ExpiryKind.HARD:
-                peer.error(f"SA {event.spi:08x} hit its hard limit", self.now())
-        else:
-            log.debug("peer %s: traffic routed into %s while down", peer.name, event.interface)
-
-    def _poll_activity(self) -> None:
-        if self.engine is not None and any(p.children for p in self.peers.values()):
-            self._post(self._note_inbound)
-
-    async def _note_inbound(self) -> None:
-        engine, dataplane = self.engine, self.dataplane
-        if engine is None or dataplane is None:
-            return
-        for peer in self.peers.values():
-            for record in list(peer.children.values()):
-                if not record.inbound_installed:
-                    continue
-                try:
-                    counters = await dataplane.sa_counters(
-                        record.info.spi_in, Direction.IN, record.sas.inbound.if_id
-                    )
-                except DataplaneError:
-                    continue
-                if counters.packets > record.inbound_packets_seen:
-                    record.inbound_packets_seen = counters.packets
-                    self._guard(partial(engine.note_inbound_traffic, peer.name, self.now()))
-        self._pump()
+        self.activity.on_dataplane_event(event)
 
     # ------------------------------------------------------------------ commands -----
     # The operator's commands live in operations.py, reloading in reload.py.
