@@ -7,12 +7,17 @@ rejected like any other garbage.  dnspython builds, signs, sends and parses the 
 
 Every failure is a `DnsError` with a short `kind` (for status and tests) and a message an
 operator can act on.
+
+DNS has no leases, so beside the address each node publishes a `Stamp`: a TXT record at
+the same name saying which node published which address when, and for how long it holds
+(`ttl`).  A resolver treats an address whose stamp is older than that as expired.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -62,17 +67,71 @@ class DnsServer:
         return f"{self.address}:{self.port}"
 
 
+STAMP_PREFIX = "rbipsec-stamp"
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """Who published which address when (wall clock, Unix seconds), valid for `ttl` s.
+
+    On the wire one TXT string: `rbipsec-stamp v=1 node=branch1 family=ipv4
+    address=198.51.100.5 published=1795777777 ttl=900`.
+    """
+
+    node: str
+    family: FloatFamily
+    address: IPAddress
+    published: int
+    ttl: int
+
+    def text(self) -> str:
+        return (
+            f"{STAMP_PREFIX} v=1 node={self.node} family={self.family.value} "
+            f"address={self.address} published={self.published} ttl={self.ttl}"
+        )
+
+    @classmethod
+    def now(cls, node: str, family: FloatFamily, address: IPAddress, ttl: int) -> Stamp:
+        return cls(node, family, address, int(time.time()), ttl)
+
+    @classmethod
+    def parse(cls, text: str) -> Stamp | None:
+        """The stamp in one TXT string; None for any other TXT (not ours, or malformed)."""
+        words = text.split()
+        if not words or words[0] != STAMP_PREFIX:
+            return None
+        fields = dict(word.partition("=")[::2] for word in words[1:])
+        try:
+            stamp = cls(fields["node"], FloatFamily(fields["family"]),
+                        ipaddress.ip_address(fields["address"]), int(fields["published"]),
+                        int(fields["ttl"]))  # fmt: skip
+        except (KeyError, ValueError):
+            return None
+        return stamp if fields.get("v") == "1" and stamp.ttl > 0 else None
+
+
 class DnsClient(Protocol):
     """What the float link needs from DNS (a fake in unit tests)."""
 
     async def publish(
-        self, zone: str, name: str, family: FloatFamily, address: IPAddress, ttl: int
-    ) -> None:
-        """Replace the A/AAAA records of `name` in `zone` by `address`."""
+        self,
+        zone: str,
+        name: str,
+        family: FloatFamily,
+        address: IPAddress,
+        ttl: int,
+        stamp: Stamp | None = None,
+    ) -> bool:
+        """Replace the A/AAAA records of `name` in `zone` by `address`, and its TXT records
+        by `stamp`.  False: the server refused the stamp but took the address alone."""
         ...
 
     async def lookup(self, name: str, family: FloatFamily) -> list[IPAddress]:
         """The A/AAAA addresses of `name` (at least one)."""
+        ...
+
+    async def lookup_stamps(self, name: str) -> list[Stamp]:
+        """The stamps among the TXT records of `name` (none: an empty list)."""
         ...
 
 
@@ -85,14 +144,38 @@ class TsigDnsClient:
         self._key = dns.tsig.Key(key.name, key.secret.value, key.algorithm)
 
     async def publish(
-        self, zone: str, name: str, family: FloatFamily, address: IPAddress, ttl: int
-    ) -> None:
-        """RFC 2136 3.4.2.2: delete the RRset of the type, then add the one record."""
+        self,
+        zone: str,
+        name: str,
+        family: FloatFamily,
+        address: IPAddress,
+        ttl: int,
+        stamp: Stamp | None = None,
+    ) -> bool:
+        """RFC 2136 3.4.2.2: delete the RRset of the type, then add the one record; the
+        stamp's TXT RRset likewise, in the same (atomic) UPDATE.  A server whose update
+        policy allows only A/AAAA refuses the whole UPDATE: then the address goes alone."""
         _check_family(address, family)
+        what = f"{name} {_RECORD[family]}"
+        if stamp is not None:
+            update = self._update(zone, name, family, address, ttl)
+            update.replace(dns.name.from_text(name), ttl, dns.rdatatype.TXT,
+                           f'"{stamp.text()}"')  # fmt: skip
+            response = await self._exchange(update, f"UPDATE {what} + TXT")
+            if response.rcode() != dns.rcode.REFUSED:
+                _check_rcode(response, f"UPDATE of {what} + TXT")
+                return True
+        update = self._update(zone, name, family, address, ttl)
+        response = await self._exchange(update, f"UPDATE {what}")
+        _check_rcode(response, f"UPDATE of {what}")
+        return stamp is None
+
+    def _update(
+        self, zone: str, name: str, family: FloatFamily, address: IPAddress, ttl: int
+    ) -> dns.update.UpdateMessage:
         update = dns.update.UpdateMessage(zone, keyring=self._key)
         update.replace(dns.name.from_text(name), ttl, _RDTYPE[family], str(address))
-        response = await self._exchange(update, f"UPDATE {name} {_RECORD[family]}")
-        _check_rcode(response, f"UPDATE of {name} {_RECORD[family]}")
+        return update
 
     async def lookup(self, name: str, family: FloatFamily) -> list[IPAddress]:
         qname = dns.name.from_text(name)
@@ -106,6 +189,24 @@ class TsigDnsClient:
         if rrset is None or len(rrset) == 0:
             raise DnsError("nodata", f"{self.server} has no {_RECORD[family]} record for {name}")
         return _usable_addresses([rdata.to_text() for rdata in rrset], family, what)
+
+    async def lookup_stamps(self, name: str) -> list[Stamp]:
+        qname = dns.name.from_text(name)
+        query = dns.message.make_query(qname, dns.rdatatype.TXT)
+        query.use_tsig(self._key)
+        query.flags &= ~dns.flags.RD
+        response = await self._exchange(query, f"query {name} TXT")
+        if response.rcode() == dns.rcode.NXDOMAIN:
+            return []
+        _check_rcode(response, f"query {name} TXT")
+        rrset = response.get_rrset(response.answer, qname, dns.rdataclass.IN, dns.rdatatype.TXT)
+        stamps = []
+        for rdata in rrset or ():
+            text = b"".join(rdata.strings).decode("ascii", errors="replace")
+            stamp = Stamp.parse(text)
+            if stamp is not None:
+                stamps.append(stamp)
+        return stamps
 
     async def _exchange(self, message: dns.message.Message, what: str) -> dns.message.Message:
         where, port = str(self.server.address), self.server.port

@@ -6,8 +6,15 @@ A `PeerFloatLink` runs two small loops on the daemon's event loop:
   for IKE: at start, every `interval`, and at once when `local_address_changed` reports a
   new one;
 - the resolver looks up `<peer_node>.<zone>` at start, every `interval`, and at once after
-  `peer_dead` (DPD gave up on the peer); a new address goes to `on_peer_moved(old, new)`,
-  so the service re-initiates the IKE SA toward it.
+  `peer_dead` (DPD gave up on the peer) or `peer_maybe_moved` (an IKE request came from an
+  address no peer has; at most once per `kick_gap` seconds); a new address goes to
+  `on_peer_moved(old, new)`, so the service re-initiates the IKE SA toward it.
+
+Registrations expire: every UPDATE also writes a `Stamp` (TXT) saying when it was made and
+for how long it holds (`ttl`).  An address whose stamp is older than its ttl (plus
+`CLOCK_TOLERANCE` for clock skew) counts as not resolved: `on_peer_expired()` tells the
+service to stop initiating toward it, until a fresh stamp appears.  An address without a
+stamp (an older peer, or a record set by hand) never expires, as before.
 
 A failure (server unreachable, REFUSED/NOTAUTH, NXDOMAIN, garbage) is recorded for
 `status()` and logged once per new error; the loop retries after a backoff (capped at
@@ -26,12 +33,13 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from core.config.schema import DYNAMIC, FloatFamily, FloatLink, PeerConfig
-from core.daemon.dns import DnsClient, DnsError, DnsServer, TsigDnsClient
+from core.daemon.dns import DnsClient, DnsError, DnsServer, Stamp, TsigDnsClient
 from core.daemon.timers import iso_time, wall_time
 
 log = logging.getLogger("rbipsec.floatlink")
@@ -39,10 +47,19 @@ log = logging.getLogger("rbipsec.floatlink")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 RouteSource = Callable[[IPAddress], Awaitable[IPAddress]]
 PeerMoved = Callable[[IPAddress | None, IPAddress], None]
+Then = Callable[[], None]
 
 # Seconds before the n-th retry after consecutive failures (the last repeats), never more
 # than the link's interval.
 BACKOFF = (2.0, 5.0, 15.0, 30.0, 60.0)
+# Seconds a stamp may be older than its ttl before it counts as expired: the nodes' clocks
+# are assumed NTP-synchronised (TSIG itself fails beyond 300 s of skew to the server).
+CLOCK_TOLERANCE = 60.0
+# Seconds between look-ups triggered by IKE requests from unknown addresses (per peer), so
+# that a scanner cannot make us flood the DNS server.
+KICK_GAP = 3.0
+STAMP_REFUSED = ("not stamped (the server refused the TXT record: allow TXT for this name "
+                 "in its update-policy)")  # fmt: skip
 
 
 @dataclass
@@ -70,8 +87,11 @@ class PeerFloatLink:
         *,
         route_source: RouteSource,
         on_peer_moved: PeerMoved,
+        on_peer_expired: Then | None = None,
         client: DnsClient | None = None,
         backoff: tuple[float, ...] = BACKOFF,
+        wall: Callable[[], float] = time.time,
+        kick_gap: float = KICK_GAP,
     ) -> None:
         assert peer.float_link is not None, "a float link needs the peer's float_link"
         self.peer = peer
@@ -82,6 +102,14 @@ class PeerFloatLink:
         self._fixed_local = _fixed(peer.local_address)
         self._route_source = route_source
         self._on_peer_moved = on_peer_moved
+        self._on_peer_expired = on_peer_expired
+        self._wall = wall
+        self._kick_gap = kick_gap
+        self._last_kick: float | None = None
+        self.stamp: Stamp | None = None  # the peer's stamp for the resolved address
+        self.expired = False  # the resolved address's registration expired
+        self.stamp_refused = False  # the server took our address but not our stamp
+        self._then_pending: list[Then] = []  # to call after the next publish attempt
         self._client = client or TsigDnsClient(
             DnsServer(self.config.server, self.config.port), self.config.tsig_key
         )
@@ -102,7 +130,19 @@ class PeerFloatLink:
     # ------------------------------------------------------------------ interface ---
     @property
     def resolved_address(self) -> IPAddress | None:
-        return self.resolved.address if self.resolved is not None else None
+        """The peer's address to use; None before the first look-up and while expired."""
+        if self.resolved is None or self.expired:
+            return None
+        return self.resolved.address
+
+    def unresolved_reason(self) -> str:
+        """Why `resolved_address` is None, for the peer's error state."""
+        name = self.config.peer_name
+        if self.expired and self.stamp is not None:
+            return (f"{name} is not resolved (registration expired: {self.stamp.address} was "
+                    f"published by {self.stamp.node} at {iso_time(self.stamp.published)} "
+                    f"with ttl {self.stamp.ttl} s; float link)")  # fmt: skip
+        return f"{name} is not resolved yet (float link)"
 
     @property
     def published_address(self) -> IPAddress | None:
@@ -126,20 +166,38 @@ class PeerFloatLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def local_address_changed(self, address: IPAddress | None = None) -> None:
-        """The address this node uses for IKE changed (None: find it again by route)."""
-        if address is not None and not _family_fits(address, self.config.family):
-            return
-        if address is not None and address == self._local:
-            return
-        self._local = address
-        if self.publishes and address != self.published_address:
-            self._publish_now.set()
+    def local_address_changed(self, address: IPAddress | None = None, then: Then | None = None
+                              ) -> None:  # fmt: skip
+        """The address this node uses for IKE changed (None: find it again by route).
+        `then()` runs once the new address is published (or publishing failed), at once when
+        nothing is to be published: the peer looks us up when our IKE request comes in."""
+        fits = address is None or _family_fits(address, self.config.family)
+        if fits and (address is None or address != self._local):
+            self._local = address
+            if self.publishes and (address is None or address != self.published_address):
+                if then is not None:
+                    self._then_pending.append(then)
+                self._publish_now.set()
+                return
+        if then is not None:
+            then()
 
     def peer_dead(self) -> None:
         """DPD declared the peer dead: look it up again at once."""
         if self.resolves:
             self._resolve_now.set()
+
+    def peer_maybe_moved(self) -> bool:
+        """An IKE request came from an address no peer has: it may be this peer from a new
+        address.  Look it up at once, unless that was done less than `kick_gap` s ago."""
+        if not self.resolves or self._loop is None:
+            return False
+        now = self._now()
+        if self._last_kick is not None and now - self._last_kick < self._kick_gap:
+            return False
+        self._last_kick = now
+        self._resolve_now.set()
+        return True
 
     def refresh(self) -> None:
         """Publish and resolve now (the operator asked, or the config was reloaded)."""
@@ -152,6 +210,9 @@ class PeerFloatLink:
         work = self._publish if which == "publish" else self._resolve
         while True:
             wake.clear()
+            waiting: list[Then] = []
+            if which == "publish":
+                waiting, self._then_pending = self._then_pending, []
             delay = float(self.config.interval)
             try:
                 await work()
@@ -161,14 +222,27 @@ class PeerFloatLink:
                 delay = min(delay, self._failed(which, "no-route", str(error)))
             else:
                 self._succeeded(which)
+                if which == "resolve":
+                    delay = min(delay, self._until_expiry())
+            finally:
+                for then in waiting:
+                    then()
             self._set_next(which, self._now() + delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), delay)
 
     async def _publish(self) -> None:
         address = await self._address_to_publish()
-        name, zone = self.config.own_name, self.config.zone
-        await self._client.publish(zone, name, self.config.family, address, self.config.ttl)
+        config = self.config
+        name, zone = config.own_name, config.zone
+        stamp = Stamp(config.node, config.family, address, int(self._wall()), config.ttl)
+        stamped = await self._client.publish(zone, name, config.family, address, config.ttl,
+                                             stamp)  # fmt: skip
+        if not stamped and not self.stamp_refused:
+            log.warning("peer %s: %s: published %s %s; the peer cannot tell when it expires",
+                        self.peer_name, name, address, STAMP_REFUSED,
+                        extra={"peer": self.peer_name})  # fmt: skip
+        self.stamp_refused = not stamped
         if self.published_address != address:
             log.info("peer %s: published %s = %s", self.peer_name, name, address,
                      extra={"peer": self.peer_name})  # fmt: skip
@@ -190,14 +264,46 @@ class PeerFloatLink:
     async def _resolve(self) -> None:
         name = self.config.peer_name
         addresses = await self._client.lookup(name, self.config.family)
-        old = self.resolved_address
+        stamps = await self._client.lookup_stamps(name)
+        old = self.resolved_address  # None while expired: a fresh stamp counts as a move
         new = old if old in addresses else addresses[0]
         self.resolved = Outcome(new, self._now())
+        self.stamp = _stamp_for(stamps, new, self.config.family)
+        if self._stamp_age() > self._stamp_ttl() + CLOCK_TOLERANCE:
+            if not self.expired:
+                log.warning("peer %s: %s: not initiating", self.peer_name,
+                            self._expired_text(), extra={"peer": self.peer_name})  # fmt: skip
+                self.expired = True
+                if self._on_peer_expired is not None:
+                    self._on_peer_expired()
+            return
+        if self.expired:
+            log.info("peer %s: %s was registered again", self.peer_name, name,
+                     extra={"peer": self.peer_name})  # fmt: skip
+        self.expired = False
         if new != old:
             log.info("peer %s: %s is %s%s", self.peer_name, name, new,
                      f" (was {old})" if old is not None else "",
                      extra={"peer": self.peer_name})  # fmt: skip
             self._on_peer_moved(old, new)
+
+    def _stamp_age(self) -> float:
+        """Seconds since the peer's stamp was made (by our clock); -inf without a stamp."""
+        return self._wall() - self.stamp.published if self.stamp is not None else -float("inf")
+
+    def _stamp_ttl(self) -> float:
+        return float(self.stamp.ttl) if self.stamp is not None else float("inf")
+
+    def _until_expiry(self) -> float:
+        """Seconds until the current stamp expires (look again then), at least 1."""
+        left = self._stamp_ttl() + CLOCK_TOLERANCE - self._stamp_age()
+        return max(1.0, left + 1.0) if not self.expired else float("inf")
+
+    def _expired_text(self) -> str:
+        stamp = self.stamp
+        assert stamp is not None
+        return (f"the registration of {stamp.address} expired (published by {stamp.node} "
+                f"{self._stamp_age():.0f} s ago, ttl {stamp.ttl} s)")  # fmt: skip
 
     def _failed(self, which: str, kind: str, message: str) -> float:
         """Records a failure; returns the delay before the next try."""
@@ -250,9 +356,14 @@ class PeerFloatLink:
         resolved_state = "not looked up (the peer is behind NAT)"
         if self.resolves:
             resolved_state = "resolved" if self.resolved is not None else "not resolved"
+            if self.expired:
+                resolved_state = "not resolved (registration expired)"
         published_state = "not published (this node is behind NAT)"
+        stamp_state = None
         if self.publishes:
             published_state = "published" if self.published is not None else "not published"
+            if self.published is not None:
+                stamp_state = STAMP_REFUSED if self.stamp_refused else "stamped"
         return {
             "zone": config.zone,
             "name": config.own_name,
@@ -263,11 +374,29 @@ class PeerFloatLink:
             "published_state": published_state,
             "published": _outcome_json(self.published, now),
             "next_publish_in": _until(self._next_publish, now) if self.publishes else None,
+            "stamp_state": stamp_state,
             "resolved_state": resolved_state,
             "resolved": _outcome_json(self.resolved, now),
+            "registration": self._registration_json(),
             "next_resolve_in": _until(self._next_resolve, now) if self.resolves else None,
             "last_error": _failure_json(self.last_error, now),
         }
+
+    def _registration_json(self) -> dict[str, Any] | None:
+        """How fresh the peer's registration is (null before the first look-up)."""
+        if not self.resolves or self.resolved is None:
+            return None
+        stamp = self.stamp
+        if stamp is None:
+            return {"state": "no stamp", "node": None, "published_at": None, "age": None,
+                    "ttl": None, "expires_in": None,
+                    "note": "the peer publishes no stamp: no expiry info"}  # fmt: skip
+        age = self._stamp_age()
+        left = stamp.ttl + CLOCK_TOLERANCE - age
+        return {"state": "expired" if self.expired else "current", "node": stamp.node,
+                "published_at": iso_time(stamp.published), "age": round(age, 3),
+                "ttl": stamp.ttl, "expires_in": round(max(0.0, left), 3),
+                "note": self._expired_text() if self.expired else None}  # fmt: skip
 
 
 class AddressWatcher:
@@ -326,6 +455,12 @@ def _fixed(address: object) -> IPAddress | None:
     if isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
         return address
     return None
+
+
+def _stamp_for(stamps: list[Stamp], address: IPAddress, family: FloatFamily) -> Stamp | None:
+    """The newest stamp of `family` that names `address` (None: no expiry info for it)."""
+    mine = [s for s in stamps if s.family is family and s.address == address]
+    return max(mine, key=lambda s: s.published) if mine else None
 
 
 def _family_fits(address: IPAddress, family: FloatFamily) -> bool:

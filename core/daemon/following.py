@@ -4,6 +4,12 @@ One `PeerFloatLink` runs per enabled peer with `float_link` while IPsec is on; w
 finds the peer at a new address, or a remote host name resolves elsewhere, or this
 host's IKE source address changes, the peer's IKE SA is re-established toward (or from)
 the new address.  All the work is queued on the daemon's worker.
+
+A peer that moved calls us from an address we do not know, and we refuse it until we look
+it up.  So an IKE request from an address no peer has makes every peer that may have moved
+(float link or host name) be looked up at once, each at most once per `KICK_GAP` seconds;
+and a node whose own address changed publishes it before it calls, so that look-up finds it.
+A float-link peer whose registration expired is not initiated to until it registers again.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import socket
 from functools import partial
 from typing import TYPE_CHECKING
 
+from core.config.schema import PeerConfig
+
 if TYPE_CHECKING:
     from core.daemon.floatlink import AddressWatcher, PeerFloatLink
     from core.daemon.service import Daemon
@@ -21,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("rbipsec.daemon")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+KICK_GAP = 3.0  # seconds between look-ups of one peer triggered by unknown IKE requests
+_NO_SPI = bytes(8)
 
 
 class PeerFollowing:
@@ -28,6 +38,7 @@ class PeerFollowing:
         self._daemon = daemon
         self.links: dict[str, PeerFloatLink] = {}  # by peer name
         self._address_watcher: AddressWatcher | None = None
+        self._name_kicks: dict[str, float] = {}  # host-name peers: when last looked up
 
     async def sync(self) -> None:
         """One running float link per enabled peer with `float_link` while IPsec is on."""
@@ -48,7 +59,9 @@ class PeerFollowing:
         for name, config in wanted.items():
             if name not in self.links:
                 link = PeerFloatLink(config, route_source=daemon.netinfo.route_source,
-                                     on_peer_moved=partial(self._on_float_moved, name))  # fmt: skip
+                                     on_peer_moved=partial(self._on_float_moved, name),
+                                     on_peer_expired=partial(self._on_float_expired, name),
+                                     kick_gap=KICK_GAP)  # fmt: skip
                 self.links[name] = link
                 link.start()
         if self.links and self._address_watcher is None:
@@ -62,6 +75,43 @@ class PeerFollowing:
 
     def _on_float_moved(self, name: str, _old: IPAddress | None, _new: IPAddress) -> None:
         self._daemon._post(partial(self.follow_float, name))
+
+    def _on_float_expired(self, name: str) -> None:
+        self._daemon._post(partial(self.expire_float, name))
+
+    def unresolved_reason(self, config: PeerConfig) -> str:
+        """Why a float-link peer has no address (its error state until it has one)."""
+        link = self.links.get(config.name)
+        if link is not None:
+            return link.unresolved_reason()
+        assert config.float_link is not None
+        return f"{config.float_link.peer_name} is not resolved yet (float link)"
+
+    def ike_from(self, data: bytes, host: str) -> None:
+        """An IKE datagram (non-ESP marker removed) from `host`.  When it opens an SA
+        (IKEv2 IKE_SA_INIT, IKEv1 first phase 1 message: the responder's SPI is zero) and
+        no peer has that address, peers that may have moved are looked up at once."""
+        daemon = self._daemon
+        if len(data) < 28 or data[8:16] != _NO_SPI:
+            return
+        movable = [p for p in daemon.peers.values() if _may_move(p.config)]
+        if not movable or any(str(p.remote_ip) == host for p in daemon.peers.values()):
+            return
+        names: set[str] = set()
+        now = daemon.now()
+        for peer in movable:
+            link = self.links.get(peer.name)
+            if link is not None:
+                if link.peer_maybe_moved():
+                    log.debug("peer %s: IKE request from unknown %s: looking it up", peer.name,
+                              host, extra={"peer": peer.name})  # fmt: skip
+            elif isinstance(peer.config.remote_address, str):
+                last = self._name_kicks.get(peer.name)
+                if last is None or now - last >= KICK_GAP:
+                    self._name_kicks[peer.name] = now
+                    names.add(peer.name)
+        if names:
+            daemon._post(partial(self.follow_names, names))
 
     async def follow_float(self, name: str) -> None:
         """The float link found the peer at a new address: (re-)establish toward it, with
@@ -81,6 +131,20 @@ class PeerFollowing:
             daemon._stop_ike(peer)
         await daemon._start_ike(peer)
 
+    async def expire_float(self, name: str) -> None:
+        """The peer's registration expired: stop initiating toward its last address.  A
+        tunnel that still works is left alone (DPD tells when it stops working)."""
+        daemon = self._daemon
+        peer, link = daemon.peers.get(name), self.links.get(name)
+        if peer is None or link is None or not link.expired:
+            return
+        if peer.policy is not None and daemon.state_of(peer) == "up":
+            log.info("peer %s: registration expired but the tunnel is up: keeping it", name,
+                     extra={"peer": name})  # fmt: skip
+            return
+        daemon._stop_ike(peer)
+        daemon._setup_failed(peer, link.unresolved_reason())
+
     async def follow_local_addresses(self) -> None:
         """An address changed on this host: float peers whose IKE source moved publish the
         new one and re-establish from it."""
@@ -95,17 +159,30 @@ class PeerFollowing:
             except OSError as error:
                 log.warning("peer %s: no local address: %s", name, error)
                 continue
-            link.local_address_changed(local)
             if peer.policy is not None and peer.local_ip is not None and local != peer.local_ip:
-                log.info("peer %s: local address moved from %s to %s: re-establishing", name,
-                         peer.local_ip, local, extra={"peer": name})  # fmt: skip
-                daemon._stop_ike(peer)
-                await daemon._start_ike(peer)
+                log.info("peer %s: local address moved from %s to %s: re-establishing once "
+                         "published", name, peer.local_ip, local, extra={"peer": name})  # fmt: skip
+                moved = partial(self._reestablish_from, name, local)
+                link.local_address_changed(local, then=partial(daemon._post, moved))
+            else:
+                link.local_address_changed(local)
 
-    async def follow_names(self) -> None:
-        """Re-resolve remote host names; a peer whose name moved is re-established."""
+    async def _reestablish_from(self, name: str, local: IPAddress) -> None:
+        """Our address moved and is published (or publishing failed): call the peer from it."""
+        daemon = self._daemon
+        peer = daemon.peers.get(name)
+        if peer is None or peer.policy is None or peer.local_ip == local:
+            return
+        daemon._stop_ike(peer)
+        await daemon._start_ike(peer)
+
+    async def follow_names(self, only: set[str] | None = None) -> None:
+        """Re-resolve remote host names (of the `only` peers); a peer whose name moved is
+        re-established."""
         daemon = self._daemon
         for peer in list(daemon.peers.values()):
+            if only is not None and peer.name not in only:
+                continue
             remote = peer.config.remote_address
             if not isinstance(remote, str) or peer.policy is None or peer.remote_ip is None:
                 continue
@@ -121,3 +198,11 @@ class PeerFollowing:
                          extra={"peer": peer.name})  # fmt: skip
                 daemon._stop_ike(peer)
                 await daemon._start_ike(peer)
+
+
+def _may_move(config: PeerConfig) -> bool:
+    """A peer whose address is found by name (float link or host name)."""
+    return config.enabled and (
+        (config.float_link is not None and config.remote_floats)
+        or isinstance(config.remote_address, str)
+    )

@@ -11,7 +11,7 @@ import pytest
 
 from core.config import PeerConfig, load_text
 from core.config.schema import FloatFamily
-from core.daemon.dns import DnsError
+from core.daemon.dns import DnsError, Stamp
 from core.daemon.floatlink import PeerFloatLink
 from tests.floatlink.bind import write_key_file
 
@@ -22,21 +22,31 @@ ELSEWHERE = ipaddress.ip_address("203.0.113.7")
 
 
 class ScriptedDns:
-    """Answers look-ups from `peer_addresses` (or raises `failure`); records UPDATEs."""
+    """Answers look-ups from `peer_addresses` and `peer_stamps` (or raises `failure`);
+    records UPDATEs and their stamps (refused when `refuse_stamps`)."""
 
     def __init__(self) -> None:
         self.peer_addresses: list[IPAddress] = [THERE]
+        self.peer_stamps: list[Stamp] = []
         self.failure: DnsError | None = None
         self.published: list[IPAddress] = []
+        self.stamps: list[Stamp | None] = []
+        self.refuse_stamps = False
         self.lookups = 0
 
     async def publish(self, zone: str, name: str, family: FloatFamily, address: IPAddress,
-                      ttl: int) -> None:  # fmt: skip
+                      ttl: int, stamp: Stamp | None = None) -> bool:  # fmt: skip
         assert (zone, name, family, ttl) == ("vpn.example.", "branch1.vpn.example.",
                                              FloatFamily.IPV4, 60)  # fmt: skip
         if self.failure is not None:
             raise self.failure
         self.published.append(address)
+        self.stamps.append(None if self.refuse_stamps else stamp)
+        return stamp is not None and not self.refuse_stamps
+
+    async def lookup_stamps(self, name: str) -> list[Stamp]:
+        assert name == "hq.vpn.example."
+        return list(self.peer_stamps)
 
     async def lookup(self, name: str, family: FloatFamily) -> list[IPAddress]:
         assert name == "hq.vpn.example."
