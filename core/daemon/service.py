@@ -387,6 +387,7 @@ class Daemon:
             data = data[4:]
         elif data == NAT_KEEPALIVE:
             return
+        self.following.ike_from(data, remote.host)  # a moved peer calling: look it up
         self._guard(lambda: engine.receive(data, local, remote, self.now()))
         self._pump()
 
@@ -492,9 +493,7 @@ class Daemon:
             link = self.following.links.get(config.name)
             remote = link.resolved_address if link is not None else None
             if remote is None:
-                assert config.float_link is not None
-                name = config.float_link.peer_name
-                raise NetInfoError(f"{name} is not resolved yet (float link)")
+                raise NetInfoError(self.following.unresolved_reason(config))
         elif isinstance(remote_setting, str):
             family = (
                 None
