@@ -3,7 +3,9 @@
 `BindServer` writes a named.conf, one key file per node (BIND's format, mode 0600) and the
 zone into a temporary directory, and runs `named -g` (foreground, no pid file, no control
 channel) inside the namespace.  Each node's key may update only the node's own name
-(`update-policy { grant KEY name NODE.ZONE A AAAA; }`), as an operator would set it up.
+(`update-policy { grant KEY name NODE.ZONE A AAAA TXT; }`: the address and its
+registration stamp), as an operator would set it up; `types` narrows that (an older setup
+that allows only addresses).
 
 `in_netns` runs a function in a thread that has entered a namespace (setns(2) works per
 thread), so a test can drive asyncio code and dnspython inside the lab without a subprocess.
@@ -81,13 +83,20 @@ class BindServer:
     """named serving `zone` on `address`:53 inside `namespace`; `nodes` get keys."""
 
     def __init__(
-        self, workdir: Path, namespace: str, address: str, zone: str, nodes: tuple[str, ...]
+        self,
+        workdir: Path,
+        namespace: str,
+        address: str,
+        zone: str,
+        nodes: tuple[str, ...],
+        types: str = "A AAAA TXT",
     ) -> None:
         self.directory = workdir / "bind"
         self.directory.mkdir(parents=True, exist_ok=True)
         self.namespace = namespace
         self.address = address
         self.zone = zone
+        self.types = types
         self.key_files: dict[str, Path] = {}
         for node in nodes:
             path = self.directory / f"{node}.key"
@@ -99,7 +108,8 @@ class BindServer:
     def _config(self) -> str:
         includes = "".join(f'include "{path}";\n' for path in self.key_files.values())
         grants = "".join(
-            f"\t\tgrant {node}-key name {node}.{self.zone} A AAAA;\n" for node in self.key_files
+            f"\t\tgrant {node}-key name {node}.{self.zone} {self.types};\n"
+            for node in self.key_files
         )
         listen = "listen-on-v6" if ":" in self.address else "listen-on"
         other = "listen-on" if ":" in self.address else "listen-on-v6"
@@ -180,7 +190,7 @@ class BindServer:
             return ""
 
     def records(self, name: str, rdtype: str = "A") -> list[str]:
-        """The addresses the server holds for `name` (an unsigned query)."""
+        """The records of `rdtype` the server holds for `name` (an unsigned query)."""
         query = dns.message.make_query(name, rdtype)
         response = in_netns(self.namespace, lambda: dns.query.udp(query, self.address, timeout=2))
         return sorted(item.to_text() for rrset in response.answer for item in rrset)

@@ -13,6 +13,7 @@ import itertools
 import shutil
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 
 from core.config import PeerConfig, load_text
 from core.daemon.dns import DnsServer, TsigDnsClient
-from core.daemon.floatlink import PeerFloatLink
+from core.daemon.floatlink import CLOCK_TOLERANCE, STAMP_REFUSED, PeerFloatLink
 from tests.floatlink.bind import BindServer, in_netns, write_key_file
 from tests.integration.netlab import NetLab
 
@@ -35,6 +36,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ZONE = "vpn.example."
 SERVER = "198.51.100.53"
 GARBAGE_SERVER = "198.51.100.54"
+LEGACY_SERVER = "198.51.100.55"
 BRANCH1 = ipaddress.ip_address("198.51.100.1")
 HQ = ipaddress.ip_address("198.51.100.2")
 HQ_MOVED = ipaddress.ip_address("198.51.100.12")
@@ -318,3 +320,77 @@ def test_server_down_backs_off_keeps_the_address_and_recovers(lab: Lab) -> None:
     assert 1.25 <= gaps[0] < 3 and gaps[1] >= gaps[0] + 0.2, gaps
     assert moves == [HQ]  # nothing moved while the server was away
     assert up["last_error"] is None and up["resolved"]["address"] == str(HQ)
+
+
+def test_stamps_are_published_and_an_old_one_expires(lab: Lab) -> None:
+    """hq publishes its address with a stamp; branch1's clock set past the stamp's ttl
+    (plus the tolerance) sees the registration expired; its own clock sees it current."""
+    branch1 = lab.peer("branch1", "hq", interval=3600)
+    hq = lab.peer("hq", "branch1", interval=3600)  # ttl 3600
+    expiries: list[str] = []
+    late = 3600 + CLOCK_TOLERANCE + 5
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        hq_link = PeerFloatLink(hq, route_source=fixed_source(HQ), on_peer_moved=lambda o, n: None,
+                                client=client(hq))  # fmt: skip
+        hq_link.start()
+        await until(lambda: hq_link.published_address == HQ, 5, "hq published")
+        await hq_link.stop()
+        late_link = PeerFloatLink(branch1, route_source=fixed_source(BRANCH1),
+                                  on_peer_moved=lambda o, n: None, client=client(branch1),
+                                  on_peer_expired=lambda: expiries.append("hq"),
+                                  wall=lambda: time.time() + late)  # fmt: skip
+        late_link.start()
+        await until(lambda: expiries == ["hq"], 5, "expired")
+        expired = late_link.status()
+        await late_link.stop()
+        link = PeerFloatLink(branch1, route_source=fixed_source(BRANCH1),
+                             on_peer_moved=lambda o, n: None, client=client(branch1))  # fmt: skip
+        link.start()
+        await until(lambda: link.resolved_address == HQ, 5, "resolved")
+        current = link.status()
+        await link.stop()
+        return expired, current
+
+    expired, current = lab.run(scenario)
+    (text,) = lab.bind.records(f"hq.{ZONE}", "TXT")
+    assert f"rbipsec-stamp v=1 node=hq family=ipv4 address={HQ} published=" in text
+    assert expired["resolved_state"] == "not resolved (registration expired)"
+    assert expired["registration"]["state"] == "expired" and expiries == ["hq"]
+    assert current["resolved_state"] == "resolved"
+    assert current["registration"]["state"] == "current"
+    assert current["registration"]["node"] == "hq"
+    assert current["registration"]["expires_in"] > 3600 + CLOCK_TOLERANCE - 30
+
+
+def test_a_server_that_refuses_stamps_still_takes_the_address(lab: Lab) -> None:
+    """An update policy written for older nodes (A AAAA only): the UPDATE with the stamp is
+    REFUSED as a whole, the address goes alone, the status says how to fix it."""
+    lab.net.run("dns", "ip", "addr", "add", f"{LEGACY_SERVER}/24", "dev", "v1b")
+    legacy = BindServer(lab.workdir / "legacy", lab.net.namespaces["dns"], LEGACY_SERVER, ZONE,
+                        ("branch1", "hq"), types="A AAAA")  # fmt: skip
+    legacy.start()
+    try:
+        branch1 = lab.peer("branch1", "hq", key_file=legacy.key_files["branch1"],
+                           server=LEGACY_SERVER)  # fmt: skip
+
+        async def scenario() -> dict[str, Any]:
+            link = PeerFloatLink(branch1, route_source=fixed_source(BRANCH1),
+                                 on_peer_moved=lambda o, n: None,
+                                 client=client(branch1))  # fmt: skip
+            link.start()
+            await until(lambda: link.published_address == BRANCH1, 5, "published")
+            status = link.status()
+            await link.stop()
+            return status
+
+        status = lab.run(scenario)
+        assert status["stamp_state"] == STAMP_REFUSED
+        assert status["published_state"] == "published"
+        # (hq is not in this zone: the only failure is branch1's look-up of it)
+        assert status["last_error"] is None or status["last_error"]["during"] == "resolve"
+        assert legacy.records(f"branch1.{ZONE}") == [str(BRANCH1)]
+        assert legacy.records(f"branch1.{ZONE}", "TXT") == []
+    finally:
+        legacy.stop()
+        lab.net.run("dns", "ip", "addr", "del", f"{LEGACY_SERVER}/24", "dev", "v1b")

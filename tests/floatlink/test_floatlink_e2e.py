@@ -34,6 +34,12 @@ DNS = "198.51.100.153"
 A, A_MOVED = "198.51.100.1", "198.51.100.5"
 B, B_MOVED = "203.0.113.2", "203.0.113.7"
 INTERVAL = 10
+# Seconds from a's move to traffic through its new address.  Measured 0.72-0.81 s here (the
+# address watcher's 0.5 s settle, the UPDATE, b's look-up kicked by a's refused IKE_SA_INIT,
+# a new IKE SA); before b looked a up on that request it was b's next periodic look-up
+# (8.2-8.4 s with this interval).  The bound leaves a loaded machine 6x and stays below
+# the interval, so a follow that waits for the periodic look-up fails.
+FOLLOW_BOUND = 5.0
 IKEV1 = {"ike_version": 1, "exchange_mode": "aggressive",
          "ike_proposals": ["aes256-sha256-modp2048"]}  # fmt: skip
 
@@ -122,16 +128,19 @@ def test_two_daemons_by_name_follow_a_move(
     assert status["last_error"] is None and status["name"] == f"branch1.{ZONE}"
     assert bind.records(f"branch1.{ZONE}") == [A] and bind.records(f"hq.{ZONE}") == [B]
 
+    registration = float_status(b, "branch1")["registration"]
+    assert registration["state"] == "current" and registration["node"] == "branch1"
+    assert float_status(a, "hq")["stamp_state"] == "stamped"
+
+    # a publishes its new address, then calls b from it; b refuses the unknown address but
+    # looks a up at once, finds it there and calls back.
     moved_at = move(net, "a", A, A_MOVED, 25)
-    wait_until(lambda: bind.records(f"branch1.{ZONE}") == [A_MOVED], 5, "a republishing")
-    wait_until(lambda: float_status(b, "branch1")["resolved"]["address"] == A_MOVED,
-               INTERVAL + 3, "b following a")  # fmt: skip
+    wait_until(lambda: pings(net, "a", "10.0.0.2"), 30, "traffic through the new address")
     followed = time.monotonic() - moved_at
-    # Traffic needs a new IKE SA: the mover's own first attempt may be refused while the
-    # other side has not looked it up yet, and its retry backs off (1, 2, 4, 8, 16 s), so
-    # on a loaded machine this takes longer than the look-up itself (bounded above).
-    wait_until(lambda: pings(net, "a", "10.0.0.2"), 60, "traffic through the new address")
-    assert followed <= INTERVAL + 3
+    assert followed <= FOLLOW_BOUND, f"followed in {followed:.2f} s"
+    assert bind.records(f"branch1.{ZONE}") == [A_MOVED]
+    (stamp,) = bind.records(f"branch1.{ZONE}", "TXT")
+    assert "node=branch1 family=ipv4 address=198.51.100.5 " in stamp
     peer = b.peer("branch1")
     assert peer["state"] == "up" and peer["remote"]["address"] == A_MOVED
     assert "moved from 198.51.100.1 to 198.51.100.5" in b.log()
