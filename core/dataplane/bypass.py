@@ -137,16 +137,16 @@ class TransportRoutes:
     async def add(self, ifindex: int, peer: TransportPeer) -> None:
         """Guard, device route (once the link is up), the rule for the family's first peer.
 
-        Adding again for the same peer (a new source address) replaces the route in place,
-        so traffic to the peer is never without a route into the interface meanwhile.
+        Adding again for the same interface (a new source address, or another peer
+        address) installs the new route before the old one goes, so traffic to the peer
+        is never without a route into the interface meanwhile.
 
-        On failure nothing of it stays (the caller sees the NetlinkError)."""
+        On failure only what this call added is undone: a first add leaves nothing, a
+        re-add leaves the interface's earlier route, guard and rule as they were (the
+        caller sees the NetlinkError)."""
         old = self.routes.get(ifindex)
-        if old is not None and old.remote != peer.remote:
-            await self.remove(ifindex)
         family = family_of(peer.remote)
         first = not self._peers_of(family)
-        self.routes[ifindex] = peer
         try:
             await self._ipr.route("replace", **guard_args(peer.remote))
             await self._device_route(ifindex, peer)
@@ -154,8 +154,27 @@ class TransportRoutes:
                 await self._ensure_rule(family)
         except BaseException:
             with contextlib.suppress(NetlinkError):
-                await self.remove(ifindex)
+                await self._undo_add(ifindex, peer, old, first)
             raise
+        self.routes[ifindex] = peer
+        if old is not None and old.remote != peer.remote:
+            await self._forget(ifindex, old)
+
+    async def _undo_add(
+        self, ifindex: int, peer: TransportPeer, old: TransportPeer | None, first: bool
+    ) -> None:
+        """What a failed `add` of `peer` may have put in place, and nothing that was there."""
+        if old is not None and old.remote == peer.remote:
+            # The guard existed; a failed route replace leaves the old route in place, but
+            # one that went through before a later step failed must carry the old source.
+            await self._device_route(ifindex, old)
+            return
+        with contextlib.suppress(NetlinkError):
+            await self._ipr.route("del", **route_args(peer, ifindex))
+        if first:
+            await self._delete_rules(family_of(peer.remote))
+        if peer.remote not in self._peers_of(family_of(peer.remote)):
+            await self._ipr.route("del", **guard_args(peer.remote))
 
     async def restore(self, ifindex: int) -> None:
         """The device route again, after the link came up (Linux flushed it when down)."""
@@ -173,8 +192,11 @@ class TransportRoutes:
     async def remove(self, ifindex: int) -> None:
         """The peer's routes (the device route may be gone with the device), maybe the rule."""
         peer = self.routes.pop(ifindex, None)
-        if peer is None:
-            return
+        if peer is not None:
+            await self._forget(ifindex, peer)
+
+    async def _forget(self, ifindex: int, peer: TransportPeer) -> None:
+        """`peer`'s device route, its guard and the family's rule unless still in use."""
         with contextlib.suppress(NetlinkError):
             await self._ipr.route("del", **route_args(peer, ifindex))
         family = family_of(peer.remote)

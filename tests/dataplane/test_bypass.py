@@ -41,20 +41,31 @@ class Dumped(dict[str, Any]):
 
 
 class RecordingIpr:
-    """Records route/rule calls; dumps answer with what was added (like the kernel)."""
+    """Records route/rule calls and keeps the table they build, like the kernel would.
 
-    def __init__(self, fail_on: str | None = None) -> None:
+    `fail_on` makes a command fail, from its `fail_from`-th call on (1: the first)."""
+
+    def __init__(self, fail_on: str | None = None, fail_from: int = 1) -> None:
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
         self.rules: list[dict[str, Any]] = []
+        self.table: dict[tuple[str, str], dict[str, Any]] = {}  # (dst, "guard"|"dev") -> args
         self.leftover_routes: list[Dumped] = []
         self.fail_on = fail_on
+        self.fail_from = fail_from
 
     async def route(self, command: str, **args: Any) -> list[Any]:
         self.calls.append(("route", command, args))
         if command == self.fail_on:
-            raise NetlinkError(1, "refused")
+            self.fail_from -= 1
+            if self.fail_from <= 0:
+                raise NetlinkError(1, "refused")
         if command == "dump":
             return [r for r in self.leftover_routes if r["family"] == args["family"]]
+        key = (args["dst"], "guard" if args.get("type") == "unreachable" else "dev")
+        if command == "replace":
+            self.table[key] = args
+        elif command == "del":
+            self.table.pop(key, None)
         return []
 
     async def rule(self, command: str, **args: Any) -> list[Any]:
@@ -150,3 +161,58 @@ def test_a_new_source_for_the_same_peer_replaces_the_route_in_place() -> None:
     run(routes.add(7, TransportPeer(remote=PEER, local=LOCAL)))
     assert ipr.commands("route") == ["replace", "replace"] and ipr.commands("rule") == []
     assert routes.routes[7].local == LOCAL and len(ipr.rules) == 1
+
+
+def test_a_failed_re_add_keeps_the_working_route_guard_and_rule() -> None:
+    ipr = RecordingIpr(fail_on="replace", fail_from=4)  # 2 for the first add, then guard
+    routes = bypass.TransportRoutes(ipr)
+    run(routes.add(7, TransportPeer(remote=PEER)))
+    working = dict(ipr.table)
+    with pytest.raises(NetlinkError):  # the new source's route replace is refused
+        run(routes.add(7, TransportPeer(remote=PEER, local=LOCAL)))
+    assert routes.routes[7] == TransportPeer(remote=PEER) and len(ipr.rules) == 1
+    assert ipr.table.keys() == working.keys() and "prefsrc" not in ipr.table[(f"{PEER}/32", "dev")]
+
+
+def test_a_failed_move_to_another_peer_address_keeps_the_old_one() -> None:
+    other = TransportPeer(remote=ipaddress.ip_address("203.0.113.2"))
+    ipr = RecordingIpr(fail_on="replace", fail_from=4)
+    routes = bypass.TransportRoutes(ipr)
+    run(routes.add(7, TransportPeer(remote=PEER)))
+    working = dict(ipr.table)
+    with pytest.raises(NetlinkError):
+        run(routes.add(7, other))
+    assert routes.routes[7].remote == PEER and len(ipr.rules) == 1
+    assert ipr.table == working  # the new guard is gone again, the old routes stay
+    ipr.fail_on = None
+    run(routes.add(7, other))  # works on the next try: the old peer's routes go after
+    assert set(ipr.table) == {("203.0.113.2/32", "guard"), ("203.0.113.2/32", "dev")}
+    assert len(ipr.rules) == 1
+
+
+class FakeLinks:
+    async def configure(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def test_the_userspace_backend_stores_a_transport_peer_only_once_it_is_routed() -> None:
+    from core.dataplane.api import DataplaneError
+    from core.dataplane.model import InterfaceSpec, if_id_for
+    from core.dataplane.userspace.backend import UserspaceDataplane, _Interface
+
+    async def scenario() -> None:
+        ipr = RecordingIpr(fail_on="replace")
+        backend = UserspaceDataplane()
+        backend._links = FakeLinks()  # type: ignore[assignment]
+        backend._transport = bypass.TransportRoutes(ipr)
+        spec = InterfaceSpec(name="ipsec1", if_id=if_id_for(1))
+        backend._interfaces["ipsec1"] = interface = _Interface(spec, -1, 7)
+        wanted = InterfaceSpec(name="ipsec1", if_id=if_id_for(1), transport=TransportPeer(PEER))
+        with pytest.raises(DataplaneError):
+            await backend.update_interface(wanted)
+        assert interface.spec.transport is None
+        ipr.fail_on = None
+        await backend.update_interface(wanted)  # the same spec again: tried again
+        assert interface.spec == wanted and backend._transport.routes[7].remote == PEER
+
+    run(scenario())

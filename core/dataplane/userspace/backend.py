@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import ipaddress
@@ -256,7 +257,9 @@ class UserspaceDataplane:
             if old.address != spec.address and old.address and old.address.network.prefixlen < 32:
                 await self._links.delete_guard(old.address.network)
             await self._configure(interface, spec, set_address=old.address != spec.address)
-            interface.spec = spec
+            # The new transport peer is stored only once it is protected: a failed step
+            # is retried by the next update with the same spec.
+            interface.spec = dataclasses.replace(spec, transport=old.transport)
             interface.tcp_mss = spec.tcp_mss or 0
             if interface.up and old.borrowed_source != spec.borrowed_source:
                 await self._install_routes(interface)
@@ -264,6 +267,7 @@ class UserspaceDataplane:
                 await self._transport.remove(interface.index)
             elif old.transport != spec.transport and spec.transport is not None:
                 await self._transport.add(interface.index, spec.transport)
+            interface.spec = spec
 
     async def delete_interface(self, name: str) -> None:
         interface = self._interfaces.pop(name, None)
