@@ -42,6 +42,17 @@ class ChildSa:
     replaces: ChildSa | None = None
     # Created by the losing side of a rekey collision: never carries outbound traffic.
     redundant: bool = False
+    # Our rekeys of it that failed in a row (each retried sooner than its hard expiry).
+    rekey_failures: int = 0
+    # Its hard lifetime ran out: it is being deleted (and replaced when nothing else is).
+    expired: bool = False
+
+    @property
+    def usable(self) -> bool:
+        """Whether it carries (or will carry) the peer's traffic: not redundant, not
+        expired, not on its way out."""
+        return not self.redundant and not self.expired and self.state in (
+            ChildState.INSTALLED, ChildState.REKEYING)
 
     def lowest_nonce(self) -> bytes:
         return min(self.nonce_i, self.nonce_r)

@@ -53,6 +53,10 @@ if TYPE_CHECKING:
 
 KEEPALIVE_INTERVAL = 20.0
 MAX_RESPONSE_CACHE = 1
+# After a failed rekey (IKE or Child SA): seconds before the next try, by failures so far
+# (each +-20 %), but never later than halfway to the hard expiry.
+REKEY_RETRY_STEPS = (2.0, 4.0, 8.0, 16.0, 30.0)
+MIN_REKEY_ROOM = 1.0  # closer to the hard expiry than this, the expiry replaces the SA
 
 
 @dataclass
@@ -121,6 +125,7 @@ class IkeSa(Outputs):
         self.established_at: float | None = None
         self.rekey_at: float | None = None
         self.expire_at: float | None = None
+        self.rekey_failures = 0  # our rekeys of this SA that failed in a row
         self.last_heard = now
         self.last_sent = now
         self.dpd_probes = 0
@@ -200,6 +205,17 @@ class IkeSa(Outputs):
         timing = self.policy.timing
         jitter = self.rng.uniform(0.0, timing.rekey_jitter * lifetime)
         return now + lifetime * (1.0 - timing.rekey_margin) - jitter
+
+    def rekey_retry_time(self, failures: int, expire_at: float, now: float) -> float | None:
+        """When to try again after `failures` failed rekeys of an SA that expires at
+        `expire_at`: a growing, jittered step, always before the expiry (RFC 7296 2.8:
+        rekeying must happen before the hard lifetime).  None: too close to the expiry,
+        which replaces the SA instead."""
+        room = expire_at - now
+        if room <= MIN_REKEY_ROOM:
+            return None
+        step = REKEY_RETRY_STEPS[min(failures, len(REKEY_RETRY_STEPS) - 1)]
+        return now + min(step * self.rng.uniform(0.8, 1.2), room / 2)
 
     # ------------------------------------------------------------------ sending -----
     def _wire(self, message: bytes) -> bytes:
@@ -466,9 +482,11 @@ class IkeSa(Outputs):
                 if value is not None:
                     deadlines.append(value)
             for child in self.children:
-                if child.rekey_at is not None and child.state == ChildState.INSTALLED:
+                if child.rekey_at is not None and child.state == ChildState.INSTALLED \
+                        and not child.expired:
                     deadlines.append(child.rekey_at)
-                deadlines.append(child.expire_at)
+                if not child.expired:
+                    deadlines.append(child.expire_at)
         return min(deadlines) if deadlines else None
 
     def _dpd_due(self) -> float | None:
@@ -534,14 +552,22 @@ class IkeSa(Outputs):
             if not self.has_task(lambda t: isinstance(t, IkeRekey)):
                 self.queue(IkeRekey())
         for child in list(self.children):
-            if now >= child.expire_at:
-                child.expire_at = float("inf")
+            if now >= child.expire_at and not child.expired:
+                replace = child.usable  # nothing else took over from it
+                child.expired = True
                 if self.policy.passive:
                     self.remove_child(child, "lifetime expired", now)
-                elif child.state != ChildState.DELETING:
+                    continue
+                if child.state != ChildState.DELETING:
                     self.queue(ChildDelete(child, "lifetime expired"))
+                if replace:
+                    # Its rekeys all failed: a fresh Child SA brings the tunnel back (it
+                    # starts only if no other usable Child SA is there by then).
+                    self.log("warning", f"Child SA {child.spi_in:08x} expired without a "
+                             "successor: creating a new one")
+                    self.queue(ChildCreate(replacement=True))
             elif (child.rekey_at is not None and now >= child.rekey_at
-                  and child.state == ChildState.INSTALLED):
+                  and child.state == ChildState.INSTALLED and not child.expired):
                 child.rekey_at = None
                 self.queue(ChildCreate(rekey_of=child))
         dpd_at = self._dpd_due()

@@ -25,7 +25,7 @@ from core.ike.errors import (
     NoProposalChosen,
     TemporaryFailure,
 )
-from core.ike.events import ChildSaInstalled
+from core.ike.events import ChildSaInstalled, DownReason
 from core.ike.v2 import proposals
 from core.ike.v2 import ts as ts_mod
 from core.ike.v2.child import ChildSa, ChildState
@@ -52,7 +52,25 @@ from core.ike.v2.tasks.common import (
 if TYPE_CHECKING:
     from core.ike.v2.sa import IkeSa
 
-RETRY_DELAY = (2.0, 5.0)  # after TEMPORARY_FAILURE, seconds (random in this range)
+RETRY_DELAY = (2.0, 5.0)  # a new Child SA after TEMPORARY_FAILURE, seconds (random)
+
+
+def retry_rekey_later(sa: IkeSa, child: ChildSa, now: float) -> None:
+    """Our rekey of `child` failed: try again after a backoff, before its hard expiry
+    (which replaces it with a new Child SA if every try fails)."""
+    if sa.policy.passive or child not in sa.children or child.expired or \
+            child.state != ChildState.INSTALLED:
+        return
+    child.rekey_failures += 1
+    child.rekey_at = sa.rekey_retry_time(child.rekey_failures - 1, child.expire_at, now)
+    if child.rekey_at is not None:
+        sa.log("info", f"rekey of Child SA {child.spi_in:08x} failed "
+               f"({child.rekey_failures} in a row): trying again in "
+               f"{child.rekey_at - now:.1f} s")
+
+
+def _has_usable_child(sa: IkeSa) -> bool:
+    return any(c.usable for c in sa.children)
 
 
 def _pfs_group(sa: IkeSa) -> DhGroup | None:
@@ -63,13 +81,18 @@ def _pfs_group(sa: IkeSa) -> DhGroup | None:
 
 
 class ChildCreate(Task):
-    """Create a Child SA, or rekey `rekey_of`."""
+    """Create a Child SA, or rekey `rekey_of`.  A `replacement` stands in for a Child SA
+    that went without a successor (it expired, or the peer lost it): it is not started
+    while another usable Child SA exists, and if it fails the IKE SA is closed so that
+    the endpoint re-establishes the whole tunnel."""
 
     exchange = ExchangeType.CREATE_CHILD_SA
 
-    def __init__(self, rekey_of: ChildSa | None = None, group: DhGroup | None = None) -> None:
+    def __init__(self, rekey_of: ChildSa | None = None, group: DhGroup | None = None, *,
+                 replacement: bool = False) -> None:
         self.rekey_of = rekey_of
         self.group = group
+        self.replacement = replacement
         self.spi_in = 0
         self.nonce_i = b""
         self.key_exchange: KeyExchange | None = None
@@ -79,12 +102,15 @@ class ChildCreate(Task):
         self.sibling: ChildSa | None = None
         # Set once a response without an error notify came: the peer holds a new SA.
         self.peer_created = False
+        self.refused_with: int | None = None  # the error notify the peer answered with
 
     def can_start(self, sa: IkeSa) -> bool:
         if sa.state != IkeState.ESTABLISHED:
             return False
         old = self.rekey_of
-        return old is None or (old in sa.children and old.state == ChildState.INSTALLED)
+        if old is None:
+            return not (self.replacement and _has_usable_child(sa))
+        return old in sa.children and old.state == ChildState.INSTALLED and not old.expired
 
     def build(self, sa: IkeSa, now: float) -> list[tuple[int, Payload]]:
         self.spi_in = sa.new_child_spi()
@@ -182,27 +208,35 @@ class ChildCreate(Task):
 
     def _handle_error(self, sa: IkeSa, kind: int, data: bytes, now: float) -> None:
         old = self.rekey_of
+        self.refused_with = kind
         if old is not None and old.state == ChildState.REKEYING:
             old.state = ChildState.INSTALLED
         if kind == NotifyType.TEMPORARY_FAILURE:
             if self.sibling is not None and old is not None:
                 old.state = ChildState.REKEYED  # the peer's rekey of it went through
                 return
+            # RFC 7296 2.25: the peer is busy (a crossing exchange); try again shortly.
             sa.log("info", "peer answered TEMPORARY_FAILURE; retrying the Child SA later")
-            sa.defer(ChildCreate(old, self.group), now + sa.rng.uniform(*RETRY_DELAY))
+            if old is not None:
+                retry_rekey_later(sa, old, now)
+            else:
+                sa.defer(ChildCreate(None, self.group, replacement=self.replacement),
+                         now + sa.rng.uniform(*RETRY_DELAY))
             return
         if kind == NotifyType.INVALID_KE_PAYLOAD and len(data) == 2:
             wanted = int.from_bytes(data, "big")
             if any(wanted in spec.dh for spec in sa.policy.esp_proposals) and \
                     wanted != (self.group or _pfs_group(sa)):
-                sa.queue(ChildCreate(old, DhGroup(wanted)), first=True)
+                sa.queue(ChildCreate(old, DhGroup(wanted), replacement=self.replacement),
+                         first=True)
                 return
         if kind == NotifyType.CHILD_SA_NOT_FOUND and old is not None:
             if old not in sa.children or self.sibling is not None:
                 return  # already replaced by the peer's rekey of it, and then deleted
+            # RFC 7296 2.25: the peer lost it; a new Child SA takes its place.
             sa.log("warning", f"peer does not know Child SA {old.spi_in:08x}: creating anew")
             sa.remove_child(old, "unknown to the peer", now)
-            sa.queue(ChildCreate(), first=True)
+            sa.queue(ChildCreate(replacement=True), first=True)
             return
         raise IkeError(f"peer refused CREATE_CHILD_SA: {notify_name(kind)}")
 
@@ -211,10 +245,25 @@ class ChildCreate(Task):
 
         old = self.rekey_of
         if old is not None and old.state == ChildState.REKEYING:
-            old.state = ChildState.INSTALLED  # keep the old SA until it expires
+            old.state = ChildState.INSTALLED
+        if old is not None:
+            retry_rekey_later(sa, old, now)  # the old SA carries on meanwhile
+        elif self.replacement and not _has_usable_child(sa):
+            self._give_up(sa, str(error))
         if self.peer_created and not any(c.spi_in == self.spi_in for c in sa.children):
             # We could not use the peer's answer, but the peer installed its SA: delete it.
             sa.queue(UnusedChildDelete(self.spi_in), first=True)
+
+    def _give_up(self, sa: IkeSa, error: str) -> None:
+        """No Child SA is left and the peer refused a new one: close the IKE SA, so the
+        endpoint re-establishes the tunnel from scratch (with its backoff)."""
+        from core.ike.v2.tasks.ike_delete import IkeDelete
+
+        reason = DownReason.NO_PROPOSAL if self.refused_with == \
+            NotifyType.NO_PROPOSAL_CHOSEN else DownReason.PROTOCOL_ERROR
+        sa.log("warning", f"no Child SA left and the peer refused a new one ({error}): "
+               "closing the IKE SA to re-establish")
+        sa.queue(IkeDelete(reason, detail=f"no Child SA: {error}"), first=True)
 
 
 def respond_create_child(sa: IkeSa, message: Message, now: float) -> Payloads:

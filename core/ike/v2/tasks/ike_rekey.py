@@ -34,9 +34,21 @@ from core.ike.v2.tasks.common import NONCE_SIZE, Payloads, error_notify, nonce_o
 from core.ike.v2.tasks.ike_init import _offer_with_group_first, ke_of, sa_of
 
 if TYPE_CHECKING:
+    from core.ike.v2.child import ChildSa
     from core.ike.v2.sa import IkeSa
 
-RETRY_DELAY = (2.0, 5.0)
+
+
+def retry_ike_rekey_later(sa: IkeSa, now: float) -> None:
+    """Our rekey of the IKE SA failed: try again after a backoff, before its hard expiry
+    (which closes it; the endpoint then re-establishes the peer)."""
+    if sa.policy.passive or sa.expire_at is None or sa.state != IkeState.ESTABLISHED:
+        return
+    sa.rekey_failures += 1
+    sa.rekey_at = sa.rekey_retry_time(sa.rekey_failures - 1, sa.expire_at, now)
+    if sa.rekey_at is not None:
+        sa.log("info", f"IKE SA rekey failed ({sa.rekey_failures} in a row): trying again "
+               f"in {sa.rekey_at - now:.1f} s")
 
 
 def _successor(sa: IkeSa, *, initiator: bool, spi_i: bytes, spi_r: bytes, nonce_i: bytes,
@@ -60,8 +72,18 @@ def _successor(sa: IkeSa, *, initiator: bool, spi_i: bytes, spi_r: bytes, nonce_
     return new
 
 
+def _rekey_queued(sa: IkeSa, child: ChildSa) -> bool:
+    from core.ike.v2.tasks.child_create import ChildCreate
+
+    return sa.has_task(lambda t: isinstance(t, ChildCreate) and t.rekey_of is child)
+
+
 def adopt(old: IkeSa, successor: IkeSa) -> None:
-    """`successor` replaces `old`: the Child SAs move over and `old` waits for its DELETE."""
+    """`successor` replaces `old`: the Child SAs move over and `old` waits for its DELETE.
+    A Child SA rekey still queued on `old` would be dropped there: the successor does it."""
+    for child in old.children:
+        if _rekey_queued(old, child):
+            child.rekey_at = successor.created_at
     successor.children.extend(old.children)
     old.children = []
     old.state = IkeState.REKEYED
@@ -152,7 +174,8 @@ class IkeRekey(Task):
             adopt(sa, theirs)  # the peer's rekey went through; it deletes the old SA
             return
         if kind == NotifyType.TEMPORARY_FAILURE:
-            sa.defer(IkeRekey(self.group), now + sa.rng.uniform(*RETRY_DELAY))
+            # RFC 7296 2.25: a crossing exchange; try again shortly.
+            retry_ike_rekey_later(sa, now)
             return
         if kind == NotifyType.INVALID_KE_PAYLOAD and len(data) == 2:
             wanted = int.from_bytes(data, "big")
@@ -173,7 +196,7 @@ class IkeRekey(Task):
             sa.queue(IkeDelete(DownReason.PROTOCOL_ERROR, detail=str(error)), first=True)
             return
         # The peer refused: try again later; the hard lifetime still closes the SA.
-        sa.rekey_at = now + sa.policy.timing.reestablish_backoff[-1]
+        retry_ike_rekey_later(sa, now)
 
 
 def respond_ike_rekey(sa: IkeSa, message: Message, now: float) -> Payloads:
