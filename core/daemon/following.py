@@ -17,12 +17,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
 from core.config.schema import PeerConfig
 
 if TYPE_CHECKING:
+    from core.daemon.dns import DnsClient
     from core.daemon.floatlink import AddressWatcher, PeerFloatLink
     from core.daemon.service import Daemon
 
@@ -39,6 +41,8 @@ class PeerFollowing:
         self.links: dict[str, PeerFloatLink] = {}  # by peer name
         self._address_watcher: AddressWatcher | None = None
         self._name_kicks: dict[str, float] = {}  # host-name peers: when last looked up
+        # The DNS client of a peer's float link (None: TSIG to its server); tests script it.
+        self.client_for: Callable[[PeerConfig], DnsClient | None] = lambda config: None
 
     async def sync(self) -> None:
         """One running float link per enabled peer with `float_link` while IPsec is on."""
@@ -61,7 +65,7 @@ class PeerFollowing:
                 link = PeerFloatLink(config, route_source=daemon.netinfo.route_source,
                                      on_peer_moved=partial(self._on_float_moved, name),
                                      on_peer_expired=partial(self._on_float_expired, name),
-                                     kick_gap=KICK_GAP)  # fmt: skip
+                                     kick_gap=KICK_GAP, client=self.client_for(config))  # fmt: skip
                 self.links[name] = link
                 link.start()
         if self.links and self._address_watcher is None:
@@ -95,8 +99,9 @@ class PeerFollowing:
         if len(data) < 28 or data[8:16] != _NO_SPI:
             return
         movable = [p for p in daemon.peers.values() if _may_move(p.config)]
-        if not movable or any(str(p.remote_ip) == host for p in daemon.peers.values()):
-            return
+        known = (p for p in daemon.peers.values() if p.policy is not None)
+        if not movable or any(str(p.remote_ip) == host for p in known):
+            return  # (a peer stopped after its registration expired is not known)
         names: set[str] = set()
         now = daemon.now()
         for peer in movable:
