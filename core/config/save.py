@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-import tomlkit
 
 from core.config.load import PEER_KEYS, load_text, syntax_problem
 from core.config.schema import Config, FloatLink, PeerConfig, Secret
@@ -269,6 +268,8 @@ def _blank_separator(source: SourceMap, at: int) -> str:
 
 
 def _render(value: object) -> str:
+    import tomlkit  # only edits need it: the daemon's start does not pay its import
+
     rendered: str = tomlkit.item(_plain(value)).as_string()
     return rendered
 
