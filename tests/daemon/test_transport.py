@@ -69,6 +69,44 @@ def test_local_address_is_learnt_and_replies_leave_from_it(family: str) -> None:
     asyncio.run(scenario())
 
 
+def test_addresses_stay_right_past_the_cache_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsed addresses are reused; with more distinct senders and destinations than the
+    cache holds, every datagram still carries its own (local, remote)."""
+    monkeypatch.setattr("core.daemon.transport.ADDRESS_CACHE_SIZE", 2)
+
+    async def scenario() -> None:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        transport = UdpTransport(ports=(port,), families=(socket.AF_INET,))
+        sink = Sink()
+        await transport.open(sink)
+        senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+        expected: list[tuple[bytes, Address, Address]] = []
+        try:
+            for round_ in range(2):
+                for index, sender in enumerate(senders):
+                    if round_ == 0:
+                        sender.bind((f"127.0.0.{index + 1}", 0))
+                    for destination in ("127.0.0.1", "127.0.0.2", "127.0.0.3"):
+                        data = f"{round_}-{index}-{destination}".encode()
+                        sender.sendto(data, (destination, port))
+                        expected.append((data, Address(destination, port),
+                                         Address(*sender.getsockname())))  # fmt: skip
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 2
+            while len(sink.received) < len(expected) and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            assert sorted(sink.received) == sorted(expected)
+        finally:
+            for sender in senders:
+                sender.close()
+            transport.close()
+
+    asyncio.run(scenario())
+
+
 def test_port_4500_demultiplexing(tmp_path: Path) -> None:
     async def scenario() -> None:
         lab = Lab(tmp_path)
