@@ -181,9 +181,11 @@ def newsa(sa: SaSpec) -> Request:
     attrs.append(("XFRMA_SA_EXTRA_FLAGS", m.XFRM_SA_XFLAG_DONT_ENCAP_DSCP))
     if sa.if_id:
         attrs.append(("XFRMA_IF_ID", sa.if_id))
-    if sa.mode is SaMode.TRANSPORT:
+    if sa.mode is SaMode.TRANSPORT and sa.direction is Direction.OUT:
         # The ESP packets of a transport-mode SA go to the very address whose traffic is
-        # redirected into ipsecN (redirect.py): the bypass mark lets them leave.
+        # redirected into ipsecN (redirect.py): the bypass mark lets them leave.  Not on
+        # inbound SAs: xfrm_input marks the decrypted packets with it, and replies that
+        # inherit it (fwmark_reflect, tcp_fwmark_accept, CONNMARK) would leave in clear.
         attrs.append(("XFRMA_SET_MARK", BYPASS_MARK))
         attrs.append(("XFRMA_SET_MARK_MASK", BYPASS_MASK))
     msg["attrs"] = attrs

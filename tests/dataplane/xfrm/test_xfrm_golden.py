@@ -6,6 +6,7 @@ command that produced it; golden/capture.py re-creates them.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import socket
@@ -167,3 +168,10 @@ def test_impossible_transform_is_refused(algorithm: EspAlgorithm, integrity: Esp
     )
     with pytest.raises(rq.InvalidSaError, match="0x00000001"):
         rq.newsa(bad)
+
+
+def test_only_outbound_transport_sas_set_the_bypass_mark() -> None:
+    inbound = dataclasses.replace(GCM_V6_TRANSPORT, direction=Direction.IN)
+    attrs = dict(rq.newsa(inbound).msg["attrs"])
+    assert "XFRMA_SET_MARK" not in attrs and "XFRMA_SET_MARK_MASK" not in attrs
+    assert "XFRMA_SET_MARK" in dict(rq.newsa(GCM_V6_TRANSPORT).msg["attrs"])
