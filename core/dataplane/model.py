@@ -22,9 +22,11 @@ MAX_INTERFACES = 64
 BYPASS_MARK = 0x7262_0000
 BYPASS_MASK = 0xFFFF_0000
 # The userspace backend routes the peers' outer addresses into their TUN in a routing
-# table of its own, selected by `not fwmark BYPASS_MARK/BYPASS_MASK` at this priority.
+# table of its own, selected by `not fwmark BYPASS_MARK/BYPASS_MASK` at this priority:
+# right after `local` (0), before any policy-routing rule an administrator adds, which
+# could otherwise route the traffic to the peer out in clear.
 TRANSPORT_TABLE = 0x7262  # 29282
-TRANSPORT_RULE_PRIORITY = 0x7262
+TRANSPORT_RULE_PRIORITY = 10
 
 
 def if_id_for(index: int) -> int:

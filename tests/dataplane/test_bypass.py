@@ -91,7 +91,7 @@ def test_the_rule_skips_marked_packets_and_selects_our_table() -> None:
     assert args["fwmark"] == BYPASS_MARK and args["fwmask"] == BYPASS_MASK
     assert args["flags"] & bypass.FIB_RULE_INVERT  # "not fwmark"
     assert args["table"] == TRANSPORT_TABLE and args["priority"] == TRANSPORT_RULE_PRIORITY
-    assert TRANSPORT_RULE_PRIORITY < 32766  # before the main table's rule
+    assert 0 < TRANSPORT_RULE_PRIORITY <= 10  # after 'local', before an admin's rules
 
 
 def test_routes_are_host_routes_with_the_outer_source() -> None:
