@@ -248,6 +248,45 @@ class Traffic:
 
 
 @dataclass(frozen=True)
+class FloatLinkStatus:
+    """A peer's float link (docs/floatlink.md#status): our published name and address,
+    the peer's, and how fresh the peer's registration is."""
+
+    name: str
+    peer_name: str
+    published_state: str  # "published", "not published", "not published (... NAT)"
+    published_address: str | None
+    stamp_state: str | None  # "stamped", "not stamped (...)", None
+    resolved_state: str  # "resolved", "not resolved", "not resolved (registration expired)"
+    resolved_address: str | None
+    registration_state: str | None  # "current", "expired", "no stamp"; None: not looked up
+    registration_note: str | None
+    registration_expires_in: float | None
+    error: str | None
+
+    @staticmethod
+    def parse(data: Mapping[str, Any]) -> FloatLinkStatus:
+        registration = _mapping(data, "registration")
+        return FloatLinkStatus(
+            name=_text(data, "name", "?"),
+            peer_name=_text(data, "peer_name", "?"),
+            published_state=_text(data, "published_state", "not published"),
+            published_address=_optional_text(_mapping(data, "published"), "address"),
+            stamp_state=_optional_text(data, "stamp_state"),
+            resolved_state=_text(data, "resolved_state", "not resolved"),
+            resolved_address=_optional_text(_mapping(data, "resolved"), "address"),
+            registration_state=_optional_text(registration, "state"),
+            registration_note=_optional_text(registration, "note"),
+            registration_expires_in=_seconds(registration, "expires_in"),
+            error=_optional_text(_mapping(data, "last_error"), "message"),
+        )
+
+    @property
+    def expired(self) -> bool:
+        return self.registration_state == "expired" or "expired" in self.resolved_state
+
+
+@dataclass(frozen=True)
 class TunnelStatus:
     """One configured peer and its tunnel, as of one snapshot."""
 
@@ -272,6 +311,7 @@ class TunnelStatus:
     traffic: Traffic
     last_error: str | None
     last_error_at: str | None
+    float_link: FloatLinkStatus | None = None
 
     @staticmethod
     def parse(data: Mapping[str, Any], *, globally_enabled: bool = True) -> TunnelStatus:
@@ -282,6 +322,7 @@ class TunnelStatus:
         ike = data.get("ike_sa")
         children = data.get("child_sas")
         error = _mapping(data, "last_error")
+        float_link = data.get("float_link")
         return TunnelStatus(
             name=_text(data, "name", "?"),
             interface=_text(data, "interface", "?"),
@@ -308,6 +349,9 @@ class TunnelStatus:
             traffic=Traffic.parse(_mapping(data, "traffic")),
             last_error=_optional_text(error, "message"),
             last_error_at=_optional_text(error, "at"),
+            float_link=FloatLinkStatus.parse(float_link)
+            if isinstance(float_link, Mapping)
+            else None,
         )
 
     @property

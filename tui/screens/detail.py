@@ -14,7 +14,7 @@ from textual.widgets import Footer, RichLog, Sparkline, Static
 
 from tui import format as fmt
 from tui.eventlog import DPD_TYPES, EventRecord
-from tui.model import ChildSaStatus, IkeSaStatus, Snapshot, TunnelStatus
+from tui.model import ChildSaStatus, FloatLinkStatus, IkeSaStatus, Snapshot, TunnelStatus
 from tui.traffic import HISTORY
 from tui.widgets.cells import Palette, dpd_cell, lifetime_cell, nat_label, state_cell
 from tui.widgets.keyed_table import Cell, KeyedTable
@@ -58,12 +58,44 @@ def overview(tunnel: TunnelStatus, palette: Palette) -> Table:
         ("Routes", ", ".join(tunnel.routes) or "-"),
         ("Uptime", fmt.duration(tunnel.uptime)),
     ]  # fmt: skip
+    if tunnel.float_link is not None:
+        rows.extend(float_link_rows(tunnel.float_link, palette))
     if tunnel.traffic.dropped_while_down:
         rows.append(("Dropped while down", f"{tunnel.traffic.dropped_while_down} packets"))
     if tunnel.last_error:
         error = Text(f"{tunnel.last_error} ({tunnel.last_error_at or '?'})", style=palette.error)
         rows.append(("Last error", error))
     return _fields(rows)
+
+
+def float_link_rows(link: FloatLinkStatus, palette: Palette) -> list[tuple[str, Text | str]]:
+    """Our published name, the peer's looked-up one and its registration (docs/floatlink.md)."""
+    published = Text(f"{link.name} = {link.published_address or '-'}  ")
+    stamp = link.stamp_state
+    if link.published_state != "published":
+        published.append(link.published_state, palette.muted)
+    elif stamp is not None and stamp != "stamped":
+        published.append(stamp, palette.warning)
+    else:
+        published.append("published, stamped" if stamp else "published", palette.success)
+    peer = Text(f"{link.peer_name} = {link.resolved_address or '-'}  ")
+    if link.expired:
+        peer.append(link.resolved_state, palette.error)
+    elif link.resolved_state != "resolved":
+        peer.append(link.resolved_state, palette.muted)
+    elif link.registration_state == "current":
+        expires = fmt.duration(link.registration_expires_in)
+        peer.append(f"registration current, expires in {expires}", palette.success)
+    elif link.registration_state == "no stamp":
+        peer.append("resolved, no expiry info (the peer publishes no stamp)", palette.muted)
+    else:
+        peer.append(link.resolved_state, palette.success)
+    rows: list[tuple[str, Text | str]] = [("Float link", published), ("Peer name", peer)]
+    if link.expired and link.registration_note:
+        rows.append(("Registration", Text(link.registration_note, style=palette.error)))
+    if link.error:
+        rows.append(("DNS error", Text(link.error, style=palette.warning)))
+    return rows
 
 
 def ike_fields(sa: IkeSaStatus | None, palette: Palette) -> Table | Text:
