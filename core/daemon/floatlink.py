@@ -273,9 +273,11 @@ class PeerFloatLink:
             if not self.expired:
                 log.warning("peer %s: %s: not initiating", self.peer_name,
                             self._expired_text(), extra={"peer": self.peer_name})  # fmt: skip
-                self.expired = True
-                if self._on_peer_expired is not None:
-                    self._on_peer_expired()
+            self.expired = True
+            # Every time, not only the first: a tunnel kept up while expired may have
+            # died since (DPD asked for this look-up), and now is the time to stop calling.
+            if self._on_peer_expired is not None:
+                self._on_peer_expired()
             return
         if self.expired:
             log.info("peer %s: %s was registered again", self.peer_name, name,

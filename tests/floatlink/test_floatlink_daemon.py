@@ -142,6 +142,17 @@ def test_an_expired_registration_is_not_called_until_it_is_renewed(tmp_path: Pat
             await wait_for(lambda: link.expired, what="expired again")
             await asyncio.sleep(0.2)
             assert state(a.daemon, "hq") == "up"
+
+            # hq goes away (its DELETE arrives); a retries hq until a look-up (here the one
+            # DPD would ask for) finds the registration still expired: then it stops.
+            await lab.nodes[1].daemon.stop()
+            await wait_for(lambda: state(a.daemon, "hq") != "up", what="down")
+            link.peer_dead()
+            await wait_for(lambda: state(a.daemon, "hq") == "error", what="stopped")
+            await asyncio.sleep(0.1)
+            calls = sent_to(lab, B_HOST)
+            await asyncio.sleep(1.0)  # the engine's retries come every 0.2 s here
+            assert sent_to(lab, B_HOST) == calls
         finally:
             await lab.stop()
 
