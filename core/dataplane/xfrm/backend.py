@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from pyroute2.netlink.exceptions import NetlinkError as Pyroute2NetlinkError
@@ -143,7 +144,7 @@ class XfrmDataplane:
             self._interfaces = Interfaces(self._links, self._netns)
 
         await self._run("opening netlink sockets", open_all, started=False)
-        await self._run("removing state an earlier run left", self._remove_all_ours)
+        await self._run("removing state an earlier run left", self._remove_all_ours_at_start)
         assert self._events is not None
         self._loop.add_reader(self._events.fileno(), self._read_events)
 
@@ -162,8 +163,14 @@ class XfrmDataplane:
         self._policy_if_ids.clear()
         self._installed_templates.clear()
 
-    def _remove_all_ours(self) -> None:
-        """Policies, SAs, interfaces with our if_ids, and our nftables table."""
+    def _remove_all_ours_at_start(self) -> None:
+        """As `_remove_all_ours`, but a crashed run's tc redirects stay until this run's
+        replace them: they keep dropping the traffic to the peers meanwhile."""
+        self._remove_all_ours(redirects=False)
+        self._redirects.adopt_leftovers()
+
+    def _remove_all_ours(self, *, redirects: bool = True) -> None:
+        """Policies, SAs, interfaces with our if_ids, and our tc redirects."""
         for policy in self._sock.request(rq.dump_policies()):
             if_id = policy.get_attr("XFRMA_IF_ID") or 0
             if is_our_if_id(if_id):
@@ -174,7 +181,8 @@ class XfrmDataplane:
                 dst = m.unpack_address(state["id_daddr"], state["family"])
                 self._ignore_gone(rq.delsa(dst, state["id_spi"]))
         self._ifs.remove_all()
-        self._redirects.remove_all()
+        if redirects:
+            self._redirects.remove_all()
 
     def _ignore_gone(self, request: rq.Request) -> None:
         try:
@@ -198,9 +206,12 @@ class XfrmDataplane:
     async def update_interface(self, spec: InterfaceSpec) -> None:
         def update() -> None:
             old = self._ifs.spec(spec.name)
-            self._ifs.update(spec)
+            # The new transport peer is stored only once redirected: the next update
+            # with the same spec tries again.
+            self._ifs.update(replace(spec, transport=old.transport))
             if old.transport != spec.transport:
                 self._redirect(spec)
+            self._ifs.specs[spec.name] = spec
 
         await self._run(f"updating interface {spec.name}", update)
 
@@ -214,8 +225,8 @@ class XfrmDataplane:
     async def set_link(self, name: str, up: bool) -> None:
         def set_link() -> None:
             self._ifs.set_link(name, up)
-            if up:  # the route to the peer may have moved to another device
-                self._redirects.refresh(name, self._ifs.spec(name).if_id)
+            if up:  # a device may have appeared, or an earlier installation failed
+                self._redirects.refresh(name)
 
         await self._run(f"setting interface {name} {'up' if up else 'down'}", set_link)
 
@@ -252,7 +263,7 @@ class XfrmDataplane:
                 self._sync_policies(sa.if_id)
                 name = self._ifs.name_for_if_id(sa.if_id)
                 if name is not None and sa.mode is SaMode.TRANSPORT:
-                    self._redirects.refresh(name, sa.if_id)
+                    self._redirects.refresh(name)
             except BaseException:
                 self._sas.pop(key, None)
                 self._ignore_gone(rq.delsa(sa.dst, sa.spi))

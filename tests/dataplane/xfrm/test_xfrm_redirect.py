@@ -2,102 +2,253 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import ipaddress
 import json
 
 import pytest
 
-from core.dataplane.model import BYPASS_MARK, TransportPeer, if_id_for
+from core.dataplane.api import DataplaneError
+from core.dataplane.model import BYPASS_MARK, InterfaceSpec, TransportPeer, if_id_for
 from core.dataplane.xfrm import redirect
-from core.dataplane.xfrm.redirect import RedirectError, Redirects
+from core.dataplane.xfrm.backend import XfrmDataplane
+from core.dataplane.xfrm.redirect import Redirect, RedirectError, Redirects
 
 PEER = TransportPeer(remote=ipaddress.ip_address("198.51.100.2"))
+OTHER = TransportPeer(remote=ipaddress.ip_address("198.51.100.3"))
+PEER_PREF = redirect.peer_pref(if_id_for(1))
+
+# What tc 6.1 prints for our two kinds of filters (and one of someone else's).
+SHOWN = {
+    "bypass": (
+        "filter protocol all pref 29282 fw chain 0 \n"
+        "filter protocol all pref 29282 fw chain 0 handle 0x72620000/0xffff0000 \n"
+        "\taction order 1: gact action pass\n"
+    ),
+    "redirect": (
+        "filter protocol ip pref {pref} flower chain 0 \n"
+        "filter protocol ip pref {pref} flower chain 0 handle 0x1 \n"
+        "  eth_type ipv4\n  dst_ip {peer}\n  not_in_hw\n"
+        "\taction order 1: mirred (Egress Redirect to device {interface}) stolen\n"
+    ),
+    "foreign": (
+        "filter protocol ip pref {pref} flower chain 0 handle 0x1 \n"
+        "  dst_ip 192.0.2.9\n\taction order 1: gact action drop\n"
+    ),
+}
 
 
 class Scripted(Redirects):
-    """Answers `ip route get` with a device, tracks clsact and our filters like tc."""
+    """Plays ip and tc (batch included): devices, clsact qdiscs and filters by pref."""
 
-    def __init__(self, device: str = "outer0") -> None:
+    def __init__(self, devices: tuple[str, ...] = ("lo", "outer0", "ipsec1")) -> None:
         super().__init__(None)
-        self.device = device
-        self.commands: list[list[str]] = []
+        self.links = list(devices)
+        self.commands: list[str] = []
         self.clsact: set[str] = set()
-        self.filters: dict[str, set[int]] = {}
-        self.refuse: str | None = None
+        self.filters: dict[str, dict[int, str]] = {}  # device -> pref -> shown text
+        self.refuse: str | None = None  # a word that makes a tc command fail
 
-    def _run(self, program: str, args: list[str], *, check: bool = True) -> str:
-        self.commands.append([program, *args])
+    def _run(
+        self, program: str, args: list[str], *, stdin: str | None = None
+    ) -> tuple[int, str, str]:
+        if args == ["-force", "-batch", "-"]:
+            assert stdin is not None
+            errors = []
+            for number, line in enumerate(stdin.splitlines(), 1):
+                if not self._tc(line.split()):
+                    errors.append(f"Error: refused.\nCommand failed -:{number}\n")
+            return (1 if errors else 0), "", "".join(errors)
         words = [word for word in args if word != "-j"]
-        if self.refuse is not None and self.refuse in words:
-            raise RedirectError(f"{program} refused")
-        if words[:2] == ["route", "get"]:
-            return json.dumps([{"dst": words[2], "dev": self.device}] if self.device else [])
+        self.commands.append(" ".join([program, *words]))
         if words[:2] == ["link", "show"]:
-            return json.dumps([{"ifname": name} for name in ("lo", "outer0", "outer1")])
+            return 0, json.dumps([{"ifname": name} for name in self.links]), ""
         if words[:2] == ["qdisc", "show"]:
-            return "qdisc clsact ffff:" if words[3] in self.clsact else "qdisc noqueue 0:"
+            return 0, json.dumps([{"kind": "clsact", "dev": dev} for dev in self.clsact]), ""
+        if words[:2] == ["filter", "show"]:
+            found = self.filters.get(words[3], {}) if words[4] == "egress" else {}
+            return 0, "".join(found[pref] for pref in sorted(found)), ""
+        raise AssertionError(f"unexpected {program} {args}")
+
+    def _tc(self, words: list[str]) -> bool:
+        self.commands.append("tc " + " ".join(words))
+        device = words[3]
+        if (self.refuse is not None and self.refuse in words) or device not in self.links:
+            return False
         if words[:2] == ["qdisc", "add"]:
-            self.clsact.add(words[3])
-        if words[:2] == ["qdisc", "del"]:
-            self.clsact.discard(words[3])
-        if words[0] == "filter":
-            prefs = self.filters.setdefault(words[3], set())
-            if words[1] in ("add", "replace"):
-                prefs.add(int(words[words.index("pref") + 1]))
-            elif words[1] == "del":
-                prefs.discard(int(words[6]))
-            elif words[1] == "show":
-                egress = sorted(prefs) if words[4] == "egress" else []
-                return "".join(f"filter protocol all pref {pref} fw chain 0\n" for pref in egress)
-        return ""
+            self.clsact.add(device)
+        elif words[:2] == ["qdisc", "del"]:
+            self.clsact.discard(device)
+            self.filters.pop(device, None)
+        elif words[1] == "replace" and device in self.clsact:
+            pref = int(words[words.index("pref") + 1])
+            if "fw" in words:
+                shown = SHOWN["bypass"]
+            else:
+                interface = words[-1]
+                shown = SHOWN["redirect"].format(pref=pref, peer=words[13], interface=interface)
+            self.filters.setdefault(device, {})[pref] = shown
+        elif words[1] == "del":
+            return self.filters.get(device, {}).pop(int(words[6]), None) is not None
+        else:
+            return False
+        return True
+
+    def prefs(self, device: str) -> set[int]:
+        return set(self.filters.get(device, {}))
+
+    def peer_on(self, device: str, pref: int = PEER_PREF) -> str:
+        return self.filters[device][pref].split("dst_ip ")[1].split()[0]
 
 
 def test_filters_let_marked_packets_through_and_redirect_the_rest() -> None:
-    bypass = redirect.bypass_filter("outer0")
+    bypass = redirect.bypass_filter("outer0").split()
     assert "fw" in bypass and f"{BYPASS_MARK:#x}/0xffff0000" in bypass
-    peer = redirect.peer_filter("outer0", 29284, PEER.remote, "ipsec1")
+    assert bypass[:2] == ["filter", "replace"]
+    peer = redirect.peer_filter("outer0", Redirect("ipsec1", PEER.remote, 29284)).split()
+    assert peer[:2] == ["filter", "replace"] and "handle" in peer  # swapped atomically
     assert peer[peer.index("dst_ip") + 1] == "198.51.100.2"
     assert peer[-4:] == ["egress", "redirect", "dev", "ipsec1"]
     assert redirect.peer_pref(if_id_for(1)) == redirect.BYPASS_PREF + 2
-    six = redirect.peer_filter("outer0", 29284, ipaddress.ip_address("2001:db8::2"), "ipsec1")
-    assert six[six.index("protocol") + 1] == "ipv6"
+    six = Redirect("ipsec1", ipaddress.ip_address("2001:db8::2"), 29284)
+    assert redirect.peer_filter("outer0", six).split()[8] == "ipv6"
 
 
-def test_add_refresh_remove_leave_the_device_as_found() -> None:
-    tc = Scripted()
+def test_the_redirect_goes_on_every_device_but_lo_and_ipsec() -> None:
+    tc = Scripted(("lo", "outer0", "outer1", "ipsec1", "ipsec2"))
     tc.add("ipsec1", if_id_for(1), PEER)
-    tc.add("ipsec2", if_id_for(2), TransportPeer(remote=ipaddress.ip_address("198.51.100.3")))
-    assert tc.clsact == {"outer0"}
-    assert tc.filters["outer0"] == {redirect.BYPASS_PREF, 29284, 29285}
-    tc.device = "outer1"  # the route to the peers moved
-    tc.refresh("ipsec1", if_id_for(1))
-    assert tc.filters["outer1"] == {redirect.BYPASS_PREF, 29284}
-    assert tc.filters["outer0"] == {redirect.BYPASS_PREF, 29285}
+    assert tc.clsact == {"outer0", "outer1"}
+    assert tc.prefs("outer0") == tc.prefs("outer1") == {redirect.BYPASS_PREF, PEER_PREF}
+    tc.links.append("wwan0")  # a device that appears later: covered at the next refresh
+    tc.refresh("ipsec1")
+    assert tc.prefs("wwan0") == {redirect.BYPASS_PREF, PEER_PREF}
+
+
+def test_add_refresh_remove_leave_the_devices_as_found() -> None:
+    tc = Scripted(("lo", "outer0", "outer1"))
+    tc.clsact.add("outer1")  # someone else's clsact: it stays
+    tc.add("ipsec1", if_id_for(1), PEER)
+    tc.add("ipsec2", if_id_for(2), OTHER)
+    assert tc.prefs("outer0") == {redirect.BYPASS_PREF, PEER_PREF, PEER_PREF + 1}
     tc.remove("ipsec2")
     tc.remove("ipsec1")
     tc.remove("ipsec1")  # removing what is gone is fine
-    assert tc.clsact == set() and not any(tc.filters.values())
+    assert tc.clsact == {"outer1"} and not tc.prefs("outer0") and not tc.prefs("outer1")
 
 
-def test_a_refused_filter_leaves_nothing_behind() -> None:
+def test_a_new_peer_address_replaces_the_filter_in_place() -> None:
+    tc = Scripted()
+    tc.add("ipsec1", if_id_for(1), PEER)
+    tc.commands.clear()
+    tc.add("ipsec1", if_id_for(1), OTHER)
+    assert not any(" del " in command for command in tc.commands)  # never without one
+    assert tc.peer_on("outer0") == "198.51.100.3"
+
+
+def test_a_refused_filter_keeps_the_old_redirect_and_is_retried() -> None:
+    tc = Scripted()
+    tc.add("ipsec1", if_id_for(1), PEER)
+    tc.refuse = "198.51.100.3"
+    with pytest.raises(RedirectError):
+        tc.add("ipsec1", if_id_for(1), OTHER)
+    assert tc.peer_on("outer0") == "198.51.100.2"  # the working redirect stays
+    assert tc.wanted["ipsec1"].peer == PEER.remote
+    tc.refuse = None
+    tc.filters["outer0"].pop(PEER_PREF)  # lost somehow: the refresh puts it back
+    tc.refresh("ipsec1")
+    assert tc.peer_on("outer0") == "198.51.100.2"
+
+
+def test_a_refused_first_filter_is_retried_by_refresh() -> None:
     tc = Scripted()
     tc.refuse = "flower"
     with pytest.raises(RedirectError):
         tc.add("ipsec1", if_id_for(1), PEER)
-    assert tc.installed == {} and tc.clsact == set() and not any(tc.filters.values())
+    assert "ipsec1" not in tc.wanted and PEER_PREF not in tc.prefs("outer0")
+    tc.refuse = None
+    tc.add("ipsec1", if_id_for(1), PEER)
+    assert tc.peer_on("outer0") == "198.51.100.2"
+
+
+def test_a_device_that_vanished_meanwhile_is_no_error() -> None:
+    class Vanishing(Scripted):
+        def _tc(self, words: list[str]) -> bool:
+            if words[3] == "veth9" and "veth9" in self.links:
+                self.links.remove("veth9")  # gone between the listing and tc
+            return super()._tc(words)
+
+    tc = Vanishing(("lo", "outer0", "veth9"))
+    tc.add("ipsec1", if_id_for(1), PEER)
+    assert tc.peer_on("outer0") == "198.51.100.2"
 
 
 def test_remove_all_clears_a_crashed_runs_filters_only() -> None:
-    tc = Scripted()
+    tc = Scripted(("lo", "outer0", "outer1"))
     tc.clsact = {"outer0", "outer1"}
-    tc.filters = {"outer0": {redirect.BYPASS_PREF, 29284}, "outer1": {10}}
+    tc.filters = {
+        "outer0": {
+            redirect.BYPASS_PREF: SHOWN["bypass"],
+            29284: SHOWN["redirect"].format(pref=29284, peer="198.51.100.2", interface="ipsec1"),
+        },
+        "outer1": {
+            29285: SHOWN["foreign"].format(pref=29285),
+            10: SHOWN["foreign"].format(pref=10),
+        },
+    }
     tc.remove_all()
-    assert tc.filters == {"lo": set(), "outer0": set(), "outer1": {10}}
-    assert tc.clsact == {"outer1"}  # someone else's filter keeps its clsact
+    assert tc.prefs("outer0") == set()
+    assert tc.prefs("outer1") == {10, 29285}  # in our range, but not ours
+    assert tc.clsact == {"outer0", "outer1"}  # clsacts this run did not add stay
 
 
-def test_no_route_to_the_peer_is_an_error() -> None:
-    tc = Scripted()
-    tc.device = ""  # `ip route get` names no device
-    with pytest.raises(RedirectError, match="no route"):
+def test_at_start_a_crashed_runs_redirects_stay_until_replaced() -> None:
+    tc = Scripted(("lo", "outer0"))
+    tc.clsact = {"outer0"}
+    left = SHOWN["redirect"].format(pref=PEER_PREF, peer="198.51.100.2", interface="ipsec1")
+    gone = SHOWN["redirect"].format(pref=PEER_PREF + 5, peer="198.51.100.9", interface="ipsec6")
+    tc.filters = {"outer0": {redirect.BYPASS_PREF: SHOWN["bypass"], PEER_PREF: left,
+                             PEER_PREF + 5: gone}}  # fmt: skip
+    tc.adopt_leftovers()
+    assert tc.prefs("outer0") == {redirect.BYPASS_PREF, PEER_PREF, PEER_PREF + 5}
+    tc.add("ipsec1", if_id_for(1), PEER)
+    assert not any(" del " in command for command in tc.commands)
+    assert tc.stale == {("outer0", PEER_PREF + 5): "ip"}
+    tc._sweep_at = 0.0  # STALE_SECONDS later: what no interface took over goes
+    tc.refresh("ipsec1")
+    assert tc.prefs("outer0") == {redirect.BYPASS_PREF, PEER_PREF}
+    tc.remove_all()
+    assert tc.prefs("outer0") == set()
+
+
+def test_no_device_is_an_error() -> None:
+    tc = Scripted(("lo", "ipsec1"))
+    with pytest.raises(RedirectError, match="no device"):
         tc.add("ipsec1", if_id_for(1), PEER)
+
+
+class FakeInterfaces:
+    def __init__(self, spec: InterfaceSpec) -> None:
+        self.specs = {spec.name: spec}
+
+    def spec(self, name: str) -> InterfaceSpec:
+        return self.specs[name]
+
+    def update(self, spec: InterfaceSpec) -> None:
+        self.specs[spec.name] = spec
+
+
+def test_the_kernel_backend_stores_a_transport_peer_only_once_it_is_redirected() -> None:
+    backend = XfrmDataplane()
+    backend._xfrm = object()  # type: ignore[assignment]  # "started"
+    backend._redirects = tc = Scripted()
+    spec = InterfaceSpec(name="ipsec1", if_id=if_id_for(1))
+    backend._interfaces = interfaces = FakeInterfaces(spec)  # type: ignore[assignment]
+    wanted = dataclasses.replace(spec, transport=PEER)
+    tc.refuse = "flower"
+    with pytest.raises(DataplaneError):
+        asyncio.run(backend.update_interface(wanted))
+    assert interfaces.specs["ipsec1"].transport is None
+    tc.refuse = None
+    asyncio.run(backend.update_interface(wanted))  # the same spec again: tried again
+    assert interfaces.specs["ipsec1"] == wanted and tc.peer_on("outer0") == "198.51.100.2"
