@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -44,12 +45,14 @@ from typing import Any
 
 from core.dataplane.model import BYPASS_MARK, BYPASS_MASK, IPAddress, TransportPeer
 
+log = logging.getLogger(__name__)
+
 BYPASS_PREF = 0x7262  # 29282: our filters' priorities are this one and the next 64
 _PEER_PREFS = range(BYPASS_PREF + 1, BYPASS_PREF + 65)
 TC_TIMEOUT_SECONDS = 30.0
 STALE_SECONDS = 30.0  # a crashed run's filters no new interface took over go after this
 _PREF = re.compile(r"\bpref (\d+)\b")
-_HEADER = re.compile(r"^filter protocol (\S+) pref (\d+) ")
+_HEADER = re.compile(r"^filter\b.*?\bprotocol (\S+) pref (\d+)\b")
 _TO_IPSEC = re.compile(r"[Rr]edirect to device ipsec\d+\)")
 _IPSEC = re.compile(r"ipsec\d+")
 _LINE_FAILED = re.compile(r"Command failed \S*:(\d+)")
@@ -238,8 +241,17 @@ class Redirects:
                 self.stale.pop((device, redirect.pref), None)
         for key in [key for key in self.installed if key[0] not in devices]:
             del self.installed[key]  # the device is gone, and its filters with it
-        if refused & set(self.devices()):  # (a device that vanished meanwhile is no error)
+        refused &= set(self.devices())  # (a device that vanished meanwhile is no error)
+        if refused and self._route_device(redirect.peer) in {*refused, None}:
             raise RedirectError(f"tc refused the redirect to {redirect.peer}: {self._last_error}")
+        if refused:  # not where the traffic to the peer goes now: tried again at the next
+            log.warning("no transport-mode redirect to %s on %s: %s", redirect.peer,
+                        ", ".join(sorted(refused)), self._last_error)  # fmt: skip
+
+    def _route_device(self, peer: IPAddress) -> str | None:
+        """The device a packet to `peer` leaves by now (None: no route)."""
+        routes = self._json("ip", ["route", "get", str(peer)])
+        return str(routes[0]["dev"]) if routes and "dev" in routes[0] else None
 
     def remove(self, interface: str) -> None:
         self.wanted.pop(interface, None)

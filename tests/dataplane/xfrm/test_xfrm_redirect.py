@@ -49,6 +49,7 @@ class Scripted(Redirects):
         self.clsact: set[str] = set()
         self.filters: dict[str, dict[int, str]] = {}  # device -> pref -> shown text
         self.refuse: str | None = None  # a word that makes a tc command fail
+        self.route_device = "outer0"  # where `ip route get` says traffic to a peer goes
 
     def _run(
         self, program: str, args: list[str], *, stdin: str | None = None
@@ -64,6 +65,8 @@ class Scripted(Redirects):
         self.commands.append(" ".join([program, *words]))
         if words[:2] == ["link", "show"]:
             return 0, json.dumps([{"ifname": name} for name in self.links]), ""
+        if words[:2] == ["route", "get"]:
+            return 0, json.dumps([{"dst": words[2], "dev": self.route_device}]), ""
         if words[:2] == ["qdisc", "show"]:
             return 0, json.dumps([{"kind": "clsact", "dev": dev} for dev in self.clsact]), ""
         if words[:2] == ["filter", "show"]:
@@ -169,6 +172,22 @@ def test_a_refused_first_filter_is_retried_by_refresh() -> None:
     tc.refuse = None
     tc.add("ipsec1", if_id_for(1), PEER)
     assert tc.peer_on("outer0") == "198.51.100.2"
+
+
+def test_a_refusing_device_fails_the_redirect_only_where_the_peer_is_routed() -> None:
+    tc = Scripted(("lo", "outer0", "odd0"))
+    tc.refuse = "odd0"  # e.g. a device that takes no qdisc
+    tc.add("ipsec1", if_id_for(1), PEER)  # a warning: the traffic goes by outer0
+    assert tc.peer_on("outer0") == "198.51.100.2"
+    tc.route_device = "odd0"
+    with pytest.raises(RedirectError):
+        tc.refresh("ipsec1")
+
+
+def test_our_filters_are_told_from_others_whatever_tc_prints_first() -> None:
+    shown = SHOWN["bypass"].replace("filter ", "filter parent ffff:fff3 ")
+    assert redirect.our_filters(shown) == {redirect.BYPASS_PREF: "all"}
+    assert redirect.our_filters(SHOWN["foreign"].format(pref=29284)) == {}
 
 
 def test_a_device_that_vanished_meanwhile_is_no_error() -> None:
