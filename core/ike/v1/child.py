@@ -36,6 +36,8 @@ class ChildSa:
     # The SA this one replaces, while it still exists (its outbound waits for it to go).
     replaces: ChildSa | None = None
     redundant: bool = False  # never true in IKEv1 (kept for the IKEv2 status surface)
+    # Our quick mode rekeys of it that failed in a row (each retried before it expires).
+    rekey_failures: int = 0
 
     @property
     def negotiated(self) -> EspChoice:

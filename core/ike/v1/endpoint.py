@@ -26,6 +26,7 @@ from core.ike.events import (
     LogMessage,
 )
 from core.ike.policy import PeerPolicy
+from core.ike.rekey import rekey_retry_time
 from core.ike.v1 import informational
 from core.ike.v1.child import ChildSa, ChildState
 from core.ike.v1.constants import ExchangeType, NotifyType, PayloadType, ProtocolId
@@ -226,9 +227,13 @@ class Ikev1Endpoint(PeerEndpoint[IsakmpSa]):
                 if event.reason == DownReason.REPLACED:
                     return  # a superseded SA closing: not news
                 old = sa.replaces
-                if old is not None and old.is_established and old.expire_at is not None:
-                    # The replacement failed: try again later, before the old one expires.
-                    old.rekey_at = min(old.expire_at, now + self._backoff(peer))
+                if old is not None and old.is_established and old.expire_at is not None \
+                        and not old.policy.passive:
+                    # The replacement failed: try again after a growing backoff, before the
+                    # old one expires (then the endpoint re-establishes the peer).
+                    old.rekey_failures += 1
+                    old.rekey_at = rekey_retry_time(self.rng, old.rekey_failures - 1,
+                                                    old.expire_at, now)
             else:
                 peer.current = None
                 self._schedule_retry(peer, event.reason, now)

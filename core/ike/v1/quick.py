@@ -292,15 +292,20 @@ class QuickMode(Exchange):
                                       else b"")
         if not self.initiator:
             if self.child is not None:
-                sa.remove_child(self.child, "quick mode not confirmed")
+                # The peer installed it both ways and may send on it: tell it we do not.
+                sa.delete_child(self.child, "quick mode not confirmed", now)
+                _renegotiate_if_bare(sa, now)
             return
         old = self.rekey_of
-        if old is not None:
+        owner = _owner_of(sa, old) if old is not None else None
+        if old is not None and owner is not None:
             if old.state == ChildState.REKEYING:
-                old.state = ChildState.INSTALLED  # keep it until it expires
+                old.state = ChildState.INSTALLED  # it carries on; try again before it expires
+            retry_rekey_later(owner, old, now)
             return
-        if not any(c.state == ChildState.INSTALLED for c in sa.children):
-            # The first IPsec SA failed: close the ISAKMP SA so the endpoint retries later.
+        if not has_usable_child(sa):
+            # No IPsec SA is left (the first one failed, or the one we rekeyed expired
+            # meanwhile): close the ISAKMP SA so the endpoint re-establishes the peer.
             if timed_out:
                 sa.destroy(DownReason.TIMEOUT, now, detail=str(error))
             else:
@@ -387,6 +392,48 @@ class QuickMode(Exchange):
             remote_sel=self.remote_ts, created_at=now,
             rekey_at=None if sa.policy.passive else sa.rekey_time(now, lifetime),
             expire_at=now + lifetime, keys=keys)
+
+
+def retry_rekey_later(sa: IsakmpSa, child: ChildSa, now: float) -> None:
+    """Our quick mode rekeying `child` failed: try again after a backoff, before it
+    expires (when it is replaced by a new quick mode if nothing else took over)."""
+    from core.ike.rekey import rekey_retry_time
+
+    if sa.policy.passive or child.state != ChildState.INSTALLED:
+        return
+    child.rekey_failures += 1
+    child.rekey_at = rekey_retry_time(sa.rng, child.rekey_failures - 1, child.expire_at, now)
+    if child.rekey_at is not None:
+        sa.log("info", f"rekey of IPsec SA {child.spi_in:08x} failed "
+               f"({child.rekey_failures} in a row): trying again in "
+               f"{child.rekey_at - now:.1f} s")
+
+
+def has_usable_child(sa: IsakmpSa) -> bool:
+    """Whether an IPsec SA carries (or is about to carry) the peer's traffic."""
+    return any(c.state in (ChildState.INSTALLED, ChildState.REKEYING) for c in sa.children)
+
+
+def _renegotiate_if_bare(sa: IsakmpSa, now: float) -> None:
+    """The peer's quick mode never got confirmed (its HASH(3) was lost) and it may have
+    deleted the SA it replaced: with no IPsec SA left, negotiate one ourselves."""
+    from core.ike.v1.sa import SaState
+
+    if sa.policy.passive or sa.state != SaState.ESTABLISHED or has_usable_child(sa) or \
+            any(q.initiator and not q.finished for q in sa.quick.values()):
+        return
+    sa.log("warning", "no IPsec SA left after an unconfirmed quick mode: negotiating one")
+    sa.start_quick_mode(now)
+
+
+def _owner_of(sa: IsakmpSa, child: ChildSa) -> IsakmpSa | None:
+    """The ISAKMP SA that holds `child` now (it moves to a replacing phase 1)."""
+    holder: IsakmpSa | None = sa
+    while holder is not None:
+        if child in holder.children:
+            return holder
+        holder = holder.successor
+    return None
 
 
 def respond_quick_mode(sa: IsakmpSa, message_id: int, data: bytes, local: Address,

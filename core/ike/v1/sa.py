@@ -119,6 +119,7 @@ class IsakmpSa(Outputs):
         self.send_initial_contact = False
         self.initial_contact_received = False
         self.rekey_requested = False  # the endpoint starts a new phase 1 (IKEv1 has no rekey)
+        self.rekey_failures = 0  # replacing phase 1s that failed in a row
         self.replaces: IsakmpSa | None = None  # the SA our new phase 1 replaces
         self.successor: IsakmpSa | None = None  # the SA that took over our IPsec SAs
         # SAs with the same peer that were negotiating while this one was: a collision.
@@ -400,11 +401,25 @@ class IsakmpSa(Outputs):
             if now >= child.expire_at:
                 self.delete_child(child, "lifetime expired", now,
                                   quietly=self.policy.passive)
+                self._replace_expired(child, now)
             elif child.rekey_at is not None and now >= child.rekey_at and \
                     child.state == ChildState.INSTALLED:
                 child.rekey_at = None
                 if self.is_established and not self.policy.passive:
                     self.start_quick_mode(now, rekey_of=child)
+
+    def _replace_expired(self, child: ChildSa, now: float) -> None:
+        """An IPsec SA ran out: if nothing took over from it (all its rekeys failed) and
+        no quick mode of ours is under way, negotiate a new one so the tunnel returns."""
+        from core.ike.v1.quick import has_usable_child
+
+        if self.policy.passive or self.state != SaState.ESTABLISHED or \
+                has_usable_child(self) or \
+                any(q.initiator and not q.finished for q in self.quick.values()):
+            return
+        self.log("warning", f"IPsec SA {child.spi_in:08x} expired without a successor: "
+                 "negotiating a new one")
+        self.start_quick_mode(now)
 
     def note_inbound_traffic(self, now: float) -> None:
         """ESP arrived from the peer: it is alive (saves a DPD probe)."""

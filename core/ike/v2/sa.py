@@ -42,6 +42,7 @@ from core.ike.events import (
     LogMessage,
 )
 from core.ike.policy import PeerPolicy
+from core.ike.rekey import rekey_retry_time
 from core.ike.v2.child import ChildSa, ChildState
 from core.ike.v2.message import Message, decode_message, encode_message
 from core.ike.v2.payloads import NotifyPayload, Payload
@@ -53,10 +54,6 @@ if TYPE_CHECKING:
 
 KEEPALIVE_INTERVAL = 20.0
 MAX_RESPONSE_CACHE = 1
-# After a failed rekey (IKE or Child SA): seconds before the next try, by failures so far
-# (each +-20 %), but never later than halfway to the hard expiry.
-REKEY_RETRY_STEPS = (2.0, 4.0, 8.0, 16.0, 30.0)
-MIN_REKEY_ROOM = 1.0  # closer to the hard expiry than this, the expiry replaces the SA
 
 
 @dataclass
@@ -207,15 +204,8 @@ class IkeSa(Outputs):
         return now + lifetime * (1.0 - timing.rekey_margin) - jitter
 
     def rekey_retry_time(self, failures: int, expire_at: float, now: float) -> float | None:
-        """When to try again after `failures` failed rekeys of an SA that expires at
-        `expire_at`: a growing, jittered step, always before the expiry (RFC 7296 2.8:
-        rekeying must happen before the hard lifetime).  None: too close to the expiry,
-        which replaces the SA instead."""
-        room = expire_at - now
-        if room <= MIN_REKEY_ROOM:
-            return None
-        step = REKEY_RETRY_STEPS[min(failures, len(REKEY_RETRY_STEPS) - 1)]
-        return now + min(step * self.rng.uniform(0.8, 1.2), room / 2)
+        """When to try again after `failures` failed rekeys (`core.ike.rekey`)."""
+        return rekey_retry_time(self.rng, failures, expire_at, now)
 
     # ------------------------------------------------------------------ sending -----
     def _wire(self, message: bytes) -> bytes:

@@ -1,0 +1,26 @@
+"""When to try a failed rekey again (RFC 7296 2.8; IKEv1 alike).
+
+An SA whose rekey failed keeps carrying traffic, so it is rekeyed again after a short,
+growing, jittered backoff, and always before its hard lifetime runs out: an SA that
+merely expires would leave the tunnel down until something else brought it back.
+"""
+
+from __future__ import annotations
+
+from core.crypto.random import RandomSource
+
+# Seconds before the next try, by the failures so far (each +-20 %), but never later than
+# halfway to the hard expiry.
+REKEY_RETRY_STEPS = (2.0, 4.0, 8.0, 16.0, 30.0)
+MIN_REKEY_ROOM = 1.0  # closer to the hard expiry than this, the expiry replaces the SA
+
+
+def rekey_retry_time(rng: RandomSource, failures: int, expire_at: float,
+                     now: float) -> float | None:
+    """When to try again after `failures` failed rekeys of an SA that expires at
+    `expire_at`, or None when it is too close to the expiry (which replaces it)."""
+    room = expire_at - now
+    if room <= MIN_REKEY_ROOM:
+        return None
+    step = REKEY_RETRY_STEPS[min(failures, len(REKEY_RETRY_STEPS) - 1)]
+    return now + min(step * rng.uniform(0.8, 1.2), room / 2)
