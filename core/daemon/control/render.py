@@ -120,11 +120,45 @@ def error_lines(status: dict[str, Any]) -> list[str]:
     return lines
 
 
+def float_link_lines(status: dict[str, Any]) -> list[str]:
+    """ "peer: published ADDRESS (ago); NAME -> ADDRESS, STATE" for every float-link peer."""
+    lines = []
+    for peer in status.get("peers", []):
+        link = peer.get("float_link")
+        if not link:
+            continue
+        published = link.get("published") or {}
+        ours = (
+            f"{link.get('name')} = {published.get('address')} ({duration(published.get('ago'))}"
+            " ago)"
+            if published
+            else f"{link.get('name')} {link.get('published_state')}"
+        )
+        resolved = link.get("resolved") or {}
+        theirs = f"{link.get('peer_name')} -> {resolved.get('address') or '-'}, " + str(
+            link.get("resolved_state")
+        )
+        registration = link.get("registration") or {}
+        if registration.get("state") == "current":
+            theirs += f", registration expires in {duration(registration.get('expires_in'))}"
+        elif registration.get("state") == "no stamp":
+            theirs += ", no registration stamp"
+        error = link.get("last_error")
+        tail = f"; DNS {error.get('kind')}: {error.get('message')}" if error else ""
+        lines.append(f"{peer.get('name')}: {ours}; {theirs}{tail}")
+    return lines
+
+
 def print_status(status: dict[str, Any], console: Console | None = None) -> None:
     """The table, then the last errors.  Not on a terminal, lines are not cut at 80."""
     if console is None:
         console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(status_table(status))
+    links = float_link_lines(status)
+    if links:
+        console.print("float links:", style="bold")
+        for line in links:
+            console.print(f"  {line}", highlight=False, markup=False)
     errors = error_lines(status)
     if errors:
         console.print("last errors:", style="bold")
