@@ -57,7 +57,10 @@ class Ikev2Endpoint(PeerEndpoint[IkeSa]):
         self.cookie_threshold = cookie_threshold
         self._cookie_secret = rng.bytes(32)
         self.cookies_sent = 0
-        # `_half_open` is keyed by (hash of the IKE_SA_INIT request, its source).
+        # `_half_open` is keyed by (hash of the IKE_SA_INIT request, its source).  Past
+        # IKE_SA_INIT the SA leaves it but stays here while it lives, so that a late copy
+        # of its request is recognised (RFC 7296 2.1) rather than taken for a new one.
+        self._answered_inits: dict[tuple[bytes, Address], IkeSa] = {}
 
     # ------------------------------------------------------------------ peers -------
     def _close(self, sa: IkeSa, now: float) -> None:
@@ -155,6 +158,13 @@ class Ikev2Endpoint(PeerEndpoint[IkeSa]):
             existing.receive(data, local, remote, now)
             self._collect(existing, now)
             return
+        answered = self._answered_inits.get(key)
+        if answered is not None and not answered.gone:
+            # The initiator had our answer (it went on to IKE_AUTH): a copy delayed in the
+            # network, or replayed.  A new half-open SA would only time out.
+            self._log(answered.name, "debug", f"ignored a late copy of the IKE_SA_INIT "
+                      f"request from {remote}: its IKE SA has moved on")
+            return
         try:
             message = decode_message(data)
         except IkeError as error:
@@ -200,6 +210,7 @@ class Ikev2Endpoint(PeerEndpoint[IkeSa]):
         peer = self._peers[candidates[0].name]
         self._register(sa, peer)
         self._half_open[key] = sa
+        self._answered_inits[key] = sa
         self._collect(sa, now)
 
     def _report_refusal(self, candidates: tuple[PeerPolicy, ...], error: IkeError,
@@ -272,6 +283,9 @@ class Ikev2Endpoint(PeerEndpoint[IkeSa]):
             self._apply(sa, peer, event, now)
         if sa.state == IkeState.DESTROYED:
             self._sas.pop(sa.our_spi, None)
+            if not sa.initiator:
+                self._answered_inits = {k: v for k, v in self._answered_inits.items()
+                                        if v is not sa}
             for p in self._peers.values():
                 if sa in p.sas:
                     p.sas.remove(sa)

@@ -694,3 +694,32 @@ def sealed_as_peer(receiver: IkeSa, like: bytes, payloads: list[tuple[int, Paylo
     )
     header.payloads = payloads
     return encode_message(header, peer_out, receiver.rng)
+
+
+@pytest.mark.parametrize("moment", ["ike_auth_answered", "established_a_while"])
+def test_late_copy_of_ike_sa_init_is_not_taken_for_a_new_request(moment: str) -> None:
+    """RFC 7296 2.1: a copy of the IKE_SA_INIT request that arrives after the IKE SA went
+    on to IKE_AUTH is no new request: it creates no half-open SA and gets no answer."""
+    pair = established()
+    request = pair.a.sent[0].data
+    assert decode_message(request).exchange_type == ExchangeType.IKE_SA_INIT
+    sas_before = dict(pair.b.endpoint._sas)
+    if moment == "established_a_while":
+        pair.advance(600)
+        sas_before = dict(pair.b.endpoint._sas)
+    sent, events = feed(pair.b, request, pair.now)
+    assert sent == [] and any("late copy" in line for line in logs(events))
+    assert pair.b.endpoint.half_open_count == 0
+    assert pair.b.endpoint._sas == sas_before
+    pair.advance(60)
+    assert not [e for e in pair.b.of(IkeSaDown)]
+    assert tunnel_problems(pair) == []
+
+
+def test_ike_sa_init_copies_are_forgotten_with_their_ike_sa() -> None:
+    pair = established()
+    sa_b = current(pair.b)
+    pair.a.endpoint.disconnect("peer", pair.now)
+    pair.deliver()
+    assert sa_b.gone
+    assert pair.b.endpoint._answered_inits == {}
