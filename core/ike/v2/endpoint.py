@@ -215,16 +215,41 @@ class Ikev2Endpoint(PeerEndpoint[IkeSa]):
 
     def _report_refusal(self, candidates: tuple[PeerPolicy, ...], error: IkeError,
                         remote: Address) -> None:
-        """Each candidate peer's status says why we refused its IKE_SA_INIT (`last_error`).
-        INVALID_KE_PAYLOAD is no failure: the initiator retries with the group we name."""
+        """Each candidate peer's status says why we refused its IKE_SA_INIT (`last_error`),
+        when the request can be pinned on it: a peer configured with that address, or a
+        dynamic one the refusal is specific to (`_refusal_concerns`).  Anything else is
+        only logged: any host may send IKE_SA_INIT, and a scanner must not overwrite the
+        status of every dynamic peer.  INVALID_KE_PAYLOAD is no failure: the initiator
+        retries with the group we name."""
         if isinstance(error, InvalidKePayload):
             self._log(candidates[0].name, "info", f"asked {remote} for DH group {error.group}")
             return
         notify = error.notify.name if error.notify is not None else None
+        unattributed: list[str] = []
         for policy in candidates:
-            self.events.append(ExchangeFailed(
-                policy.name, "IKE_SA_INIT", f"refused the request from {remote}: {error}",
-                notify))
+            if policy.remote_address is not None or \
+                    self._refusal_concerns(policy, candidates, error, remote):
+                self.events.append(ExchangeFailed(
+                    policy.name, "IKE_SA_INIT", f"refused the request from {remote}: {error}",
+                    notify))
+            else:
+                unattributed.append(policy.name)
+        if unattributed:
+            self._log("", "info", f"refused IKE_SA_INIT from {remote}: {error} (may have been "
+                      f"meant for dynamic peer(s) {', '.join(unattributed)})")
+
+    def _refusal_concerns(self, policy: PeerPolicy, candidates: tuple[PeerPolicy, ...],
+                          error: IkeError, remote: Address) -> bool:
+        """Whether a refused request from `remote` is about the dynamic peer `policy`: it
+        is the only peer that could have sent it, our proposals for that peer are what the
+        request failed on (not a malformed message anyone could send), and the peer is
+        not up from another address at the moment."""
+        if len(candidates) != 1 or error.notify != NotifyType.NO_PROPOSAL_CHOSEN:
+            return False
+        peer = self._peers.get(policy.name)
+        current = peer.current if peer is not None else None
+        return current is None or not current.is_established or \
+            current.remote.host == remote.host
 
     # -- cookies (RFC 7296 2.6) --------------------------------------------------------
     def _cookie_for(self, nonce: bytes, remote: Address, spi_i: bytes) -> bytes:

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from core.crypto.random import SeededRandomSource
+from core.ike.constants import PayloadType
 from core.ike.events import (
+    Address,
     ChildSaInstalled,
     DownReason,
     ExchangeFailed,
     IkeSaDown,
     IkeSaUp,
+    LogMessage,
 )
 from core.ike.v2.endpoint import Ikev2Endpoint
+from core.ike.v2.message import decode_message, encode_message
 from core.ike.v2.sa import IkeState
-from tests.ike.v2.pair import Pair, mirror, policy
+from tests.ike.v2.pair import A_ADDR, B_ADDR, Pair, mirror, policy
+
+SCANNER = "203.0.113.66"
 
 
 def _established(pair: Pair) -> tuple[ChildSaInstalled, ChildSaInstalled]:
@@ -93,19 +101,72 @@ def test_proposal_mismatch_says_why() -> None:
     assert refused.notify == "NO_PROPOSAL_CHOSEN" and "proposal" in refused.message
 
 
-def test_refused_ike_sa_init_is_reported_to_every_candidate_peer() -> None:
-    """A responder that cannot tell which of its dynamic peers asked tells them all."""
+def test_refused_ike_sa_init_is_reported_to_every_peer_with_that_address() -> None:
+    """Peers configured with the request's source address are the ones it came from."""
     p = policy(ike="aes256gcm16-prfsha256-x25519")
     theirs = policy(ike="aes128-sha1-modp2048").ike_proposals
-    candidates = [mirror(p, name, remote_address=None, ike_proposals=theirs)
-                  for name in ("one", "two")]
-    endpoint = Ikev2Endpoint(candidates, SeededRandomSource(3))
+    candidates = [mirror(p, name, ike_proposals=theirs) for name in ("one", "two")]
     pair = Pair(p, mirror(p))
-    pair.b.endpoint = endpoint
+    pair.b.endpoint = Ikev2Endpoint(candidates, SeededRandomSource(3))
     pair.connect()
     refused = pair.b.of(ExchangeFailed)
     assert sorted(e.peer for e in refused) == ["one", "two"]
     assert {e.notify for e in refused} == {"NO_PROPOSAL_CHOSEN"}
+
+
+def test_refused_ike_sa_init_is_not_pinned_on_several_dynamic_peers() -> None:
+    """Any host may send IKE_SA_INIT: when several dynamic peers could have sent it, the
+    refusal is logged, and no peer's status (`last_error`) is overwritten."""
+    p = policy(ike="aes256gcm16-prfsha256-x25519")
+    theirs = policy(ike="aes128-sha1-modp2048").ike_proposals
+    candidates = [mirror(p, name, remote_address=None, ike_proposals=theirs)
+                  for name in ("one", "two")]
+    pair = Pair(p, mirror(p))
+    pair.b.endpoint = Ikev2Endpoint(candidates, SeededRandomSource(3))
+    pair.connect()
+    assert pair.b.of(ExchangeFailed) == []
+    lines = [e.message for e in pair.b.of(LogMessage) if "refused IKE_SA_INIT" in e.message]
+    assert lines and "one, two" in lines[0] and A_ADDR in lines[0]
+    assert pair.a.of(ExchangeFailed)[0].notify == "NO_PROPOSAL_CHOSEN"  # still answered
+
+
+def test_refused_ike_sa_init_is_reported_to_the_one_dynamic_peer_it_concerns() -> None:
+    p = policy(ike="aes256gcm16-prfsha256-x25519")
+    theirs = policy(ike="aes128-sha1-modp2048").ike_proposals
+    pair = Pair(p, mirror(p, remote_address=None, ike_proposals=theirs))
+    pair.connect()
+    (refused,) = pair.b.of(ExchangeFailed)
+    assert refused.peer == "peer" and refused.notify == "NO_PROPOSAL_CHOSEN"
+
+
+def test_malformed_ike_sa_init_is_not_pinned_on_a_dynamic_peer() -> None:
+    """A request without an SA payload is nobody's configuration problem."""
+    p = policy()
+    pair = Pair(p, mirror(p, remote_address=None))
+    pair.a.endpoint.connect("peer", Address(A_ADDR, 500), Address(B_ADDR, 500), pair.now)
+    [request] = pair.a.endpoint.pop_datagrams()
+    message = decode_message(request.data)
+    stripped = replace(message, payloads=[(kind, payload) for kind, payload in message.payloads
+                                          if kind != PayloadType.SA])
+    pair.b.endpoint.receive(encode_message(stripped), Address(B_ADDR, 500),
+                            Address(A_ADDR, 500), pair.now)
+    assert not [e for e in pair.b.endpoint.pop_events() if isinstance(e, ExchangeFailed)]
+    assert pair.b.endpoint.pop_datagrams()  # the sender is still told (INVALID_SYNTAX)
+
+
+def test_refusal_from_elsewhere_leaves_a_dynamic_peer_that_is_up_alone() -> None:
+    p = policy()
+    pair = Pair(p, mirror(p, remote_address=None))
+    pair.connect()
+    assert pair.b.of(IkeSaUp)
+    scanner = Pair(policy(ike="aes128-sha1-modp2048"), mirror(p)).a.endpoint
+    scanner.connect("peer", Address(SCANNER, 500), Address(B_ADDR, 500), pair.now)
+    [request] = scanner.pop_datagrams()
+    pair.b.endpoint.receive(request.data, Address(B_ADDR, 500), Address(SCANNER, 500),
+                            pair.now)
+    events = pair.b.endpoint.pop_events()
+    assert not [e for e in events if isinstance(e, ExchangeFailed)]
+    assert any(isinstance(e, LogMessage) and SCANNER in e.message for e in events)
 
 
 def test_esp_mismatch_closes_the_ike_sa() -> None:
