@@ -12,7 +12,6 @@ daemon's (`core.daemon.service`), which also hands the 4500 sockets to the datap
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import socket
@@ -192,9 +191,13 @@ def _mark_as_bypass(sock: socket.socket) -> None:
 
     Unmarked traffic to such a peer is steered into ipsecN (core/dataplane/bypass.py);
     the mark keeps ours on the outer link.  Setting it needs CAP_NET_ADMIN: without it
-    (unprivileged tests) there are no tunnels to avoid either."""
-    with contextlib.suppress(OSError):
+    (unprivileged tests) there are no tunnels to avoid either, and both dataplanes refuse
+    transport-mode interfaces; the warning names the socket."""
+    try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, BYPASS_MARK)
+    except OSError as error:
+        host, port = sock.getsockname()[:2]
+        log.warning("IKE socket %s port %s: no bypass mark (SO_MARK): %s", host, port, error)
 
 
 def _destination_of(family: int, ancillary: list[tuple[int, int, bytes]]) -> str:

@@ -1,193 +1,207 @@
-"""bypass.py without root: the rule and routes it asks for, on a recording IPRoute."""
+"""bypass.py without root: the rules and routes it asks for, on a fake rtnetlink socket."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import socket
-from collections.abc import Coroutine
+import struct
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 import pytest
-from pyroute2.netlink.exceptions import NetlinkError
 
 from core.dataplane import bypass
 from core.dataplane.model import (
     BYPASS_MARK,
-    BYPASS_MASK,
     TRANSPORT_RULE_PRIORITY,
     TRANSPORT_TABLE,
     TransportPeer,
 )
+from core.dataplane.userspace import rtnl
+from core.dataplane.userspace.rtnl import NetlinkError
 
 T = TypeVar("T")
 PEER = ipaddress.ip_address("198.51.100.2")
 LOCAL = ipaddress.ip_address("198.51.100.1")
+DEVICE_ROUTE = (f"{PEER}/32", rtnl.RTN_UNICAST)
+GUARD = (f"{PEER}/32", rtnl.RTN_UNREACHABLE)
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
 
 
-class Dumped(dict[str, Any]):
-    """A dumped netlink message: fields by key, attributes through get_attr."""
-
-    def __init__(self, fields: dict[str, Any], attrs: dict[str, Any]) -> None:
-        super().__init__(fields)
-        self.attrs = attrs
-
-    def get_attr(self, name: str) -> Any:
-        return self.attrs.get(name)
+@pytest.fixture(autouse=True)
+def marks_work(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(bypass, "marks_work", lambda: True)  # SO_MARK needs root
+    yield
 
 
-class RecordingIpr:
-    """Records route/rule calls and keeps the table they build, like the kernel would.
+class FakeRtnl:
+    """Keeps the routes and rules the requests make, like the kernel would.
 
-    `fail_on` makes a command fail, from its `fail_from`-th call on (1: the first)."""
+    `fail_on` ("route-add", "route-del", "rule-add", "rule-del") makes that request fail
+    from its `fail_from`-th time on (1: the first)."""
 
     def __init__(self, fail_on: str | None = None, fail_from: int = 1) -> None:
-        self.calls: list[tuple[str, str, dict[str, Any]]] = []
-        self.rules: list[dict[str, Any]] = []
-        self.table: dict[tuple[str, str], dict[str, Any]] = {}  # (dst, "guard"|"dev") -> args
-        self.leftover_routes: list[Dumped] = []
+        self.sent: list[str] = []
+        self.table: dict[tuple[str, int], tuple[rtnl.Route, bytes]] = {}  # (dst, RTN_*)
+        self.rule_list: list[rtnl.Rule] = []
         self.fail_on = fail_on
         self.fail_from = fail_from
 
-    async def route(self, command: str, **args: Any) -> list[Any]:
-        self.calls.append(("route", command, args))
-        if command == self.fail_on:
+    def transact(self, messages: Sequence[rtnl.Message]) -> list[NetlinkError | None]:
+        return [self._one(message) for message in messages]
+
+    def request(self, *messages: rtnl.Message) -> None:
+        for error in self.transact(messages):
+            if error is not None:
+                raise error
+
+    def routes(self, family: int = socket.AF_INET) -> list[rtnl.Route]:
+        return [route for route, _body in self.table.values() if route.family == family]
+
+    def rules(self, family: int) -> list[rtnl.Rule]:
+        return [rule for rule in self.rule_list if rule.family == family]
+
+    def verbs(self, kind: str) -> list[str]:
+        return [verb.split("-")[1] for verb in self.sent if verb.startswith(kind)]
+
+    def _one(self, message: rtnl.Message) -> NetlinkError | None:
+        raw = bytes(16) + message.body  # the header the parsers skip
+        adding = message.kind in (rtnl.RTM_NEWROUTE, rtnl.RTM_NEWRULE)
+        routing = message.kind in (rtnl.RTM_NEWROUTE, rtnl.RTM_DELROUTE)
+        verb = f"{'route' if routing else 'rule'}-{'add' if adding else 'del'}"
+        self.sent.append(verb)
+        if verb == self.fail_on:
             self.fail_from -= 1
             if self.fail_from <= 0:
-                raise NetlinkError(1, "refused")
-        if command == "dump":
-            return [r for r in self.leftover_routes if r["family"] == args["family"]]
-        key = (args["dst"], "guard" if args.get("type") == "unreachable" else "dev")
-        if command == "replace":
-            self.table[key] = args
-        elif command == "del":
-            self.table.pop(key, None)
-        return []
+                return NetlinkError(errno.EPERM, "refused")
+        if not routing:
+            rule = rtnl._parse_rule(raw)
+            if adding:
+                self.rule_list.append(rule)
+            elif rule in self.rule_list:
+                self.rule_list.remove(rule)
+            else:
+                return NetlinkError(errno.ENOENT, "no such rule")
+            return None
+        route = rtnl._parse_route(raw)
+        assert route is not None
+        key = (f"{route.destination}/{route.prefixlen}", route.kind)
+        if adding:
+            self.table[key] = (route, message.body)
+        elif self.table.pop(key, None) is None:
+            return NetlinkError(errno.ESRCH, "no such route")
+        return None
 
-    async def rule(self, command: str, **args: Any) -> list[Any]:
-        self.calls.append(("rule", command, args))
-        if command == "add":
-            self.rules.append(args)
-        elif command == "del":
-            self.rules.remove(args)
-        elif command == "dump":
-            return [
-                Dumped({"table": r["table"]}, {"FRA_PRIORITY": r["priority"]})
-                for r in self.rules
-                if r["family"] == args["family"]
-            ]
-        return []
-
-    def commands(self, kind: str) -> list[str]:
-        return [command for k, command, _ in self.calls if k == kind and command != "dump"]
+    def prefsrc(self, key: tuple[str, int]) -> bool:
+        return socket.inet_aton(str(LOCAL)) in self.table[key][1]
 
 
 def test_the_rule_skips_marked_packets_and_selects_our_table() -> None:
-    args = bypass.rule_args(socket.AF_INET)
-    assert args["fwmark"] == BYPASS_MARK and args["fwmask"] == BYPASS_MASK
-    assert args["flags"] & bypass.FIB_RULE_INVERT  # "not fwmark"
-    assert args["table"] == TRANSPORT_TABLE and args["priority"] == TRANSPORT_RULE_PRIORITY
+    message = bypass.rule_message(socket.AF_INET, add=True)
+    rule = rtnl._parse_rule(bytes(16) + message.body)
+    assert rule.table == TRANSPORT_TABLE and rule.priority == TRANSPORT_RULE_PRIORITY
+    assert rule.flags & rtnl.FIB_RULE_INVERT  # "not fwmark"
+    assert struct.pack("=I", BYPASS_MARK) in message.body
     assert 0 < TRANSPORT_RULE_PRIORITY <= 10  # after 'local', before an admin's rules
 
 
 def test_routes_are_host_routes_with_the_outer_source() -> None:
-    route = bypass.route_args(TransportPeer(remote=PEER, local=LOCAL), 7)
-    assert route["dst"] == "198.51.100.2/32" and route["oif"] == 7
-    assert route["prefsrc"] == "198.51.100.1" and route["table"] == TRANSPORT_TABLE
-    six = bypass.route_args(TransportPeer(remote=ipaddress.ip_address("2001:db8::2")), 7)
-    assert six["dst"] == "2001:db8::2/128" and six["family"] == socket.AF_INET6
-    assert "prefsrc" not in six
-    guard = bypass.guard_args(PEER)
-    assert guard["type"] == "unreachable" and "oif" not in guard
-    assert guard["priority"] == bypass.GUARD_METRIC
+    message = bypass.route_message(TransportPeer(remote=PEER, local=LOCAL), 7, replace=True)
+    route = rtnl._parse_route(bytes(16) + message.body)
+    assert route is not None and (route.destination, route.prefixlen) == ("198.51.100.2", 32)
+    assert route.oif == 7 and route.table == TRANSPORT_TABLE
+    assert socket.inet_aton("198.51.100.1") in message.body  # the preferred source
+    six = bypass.route_message(TransportPeer(ipaddress.ip_address("2001:db8::2")), 7, replace=True)
+    parsed = rtnl._parse_route(bytes(16) + six.body)
+    assert parsed is not None and parsed.family == socket.AF_INET6 and parsed.prefixlen == 128
+    guard = rtnl._parse_route(bytes(16) + bypass.guard_message(PEER, replace=True).body)
+    assert guard is not None and guard.kind == rtnl.RTN_UNREACHABLE and guard.oif is None
+    assert guard.priority == bypass.GUARD_METRIC
 
 
 def test_one_rule_per_family_while_any_peer_is_protected() -> None:
-    ipr = RecordingIpr()
-    routes = bypass.TransportRoutes(ipr)
+    sock = FakeRtnl()
+    routes = bypass.TransportRoutes(sock)  # type: ignore[arg-type]
     run(routes.add(7, TransportPeer(remote=PEER)))
     run(routes.add(8, TransportPeer(remote=ipaddress.ip_address("203.0.113.2"))))
-    assert len(ipr.rules) == 1
+    assert len(sock.rule_list) == 1
     run(routes.remove(7))
-    assert len(ipr.rules) == 1  # the other peer still needs it
+    assert len(sock.rule_list) == 1  # the other peer still needs it
     run(routes.restore(8))
     run(routes.remove(8))
-    assert ipr.rules == []
+    assert sock.rule_list == [] and sock.table == {}
     run(routes.remove(8))  # removing what is gone is fine
-    route_commands = ipr.commands("route")
-    assert route_commands.count("replace") == 5  # 2 x (guard + route) + the restore
-    assert route_commands.count("del") == 4  # 2 x (route + guard)
+    assert sock.verbs("route").count("add") == 5  # 2 x (guard + route) + the restore
 
 
 def test_a_failed_add_leaves_nothing() -> None:
-    ipr = RecordingIpr(fail_on="replace")
-    routes = bypass.TransportRoutes(ipr)
+    sock = FakeRtnl(fail_on="route-add", fail_from=2)  # the guard, then the route fails
+    routes = bypass.TransportRoutes(sock)  # type: ignore[arg-type]
     with pytest.raises(NetlinkError):
         run(routes.add(7, TransportPeer(remote=PEER)))
-    assert routes.routes == {} and ipr.rules == []
+    assert routes.routes == {} and sock.rule_list == [] and sock.table == {}
 
 
-def test_remove_all_clears_a_crashed_runs_rule_and_table() -> None:
-    ipr = RecordingIpr()
-    ipr.rules.append(bypass.rule_args(socket.AF_INET))
-    ipr.leftover_routes = [
-        Dumped(
-            {"family": socket.AF_INET, "dst_len": 32, "type": 1},
-            {"RTA_TABLE": TRANSPORT_TABLE, "RTA_DST": "198.51.100.2", "RTA_OIF": 9},
-        ),
-        Dumped(
-            {"family": socket.AF_INET, "dst_len": 24, "type": 1},
-            {"RTA_TABLE": 254, "RTA_DST": "198.51.100.0", "RTA_OIF": 2},
-        ),
-    ]
-    run(bypass.TransportRoutes(ipr).remove_all())
-    assert ipr.rules == []
-    deleted = [args for kind, command, args in ipr.calls if (kind, command) == ("route", "del")]
-    assert deleted == [
-        {"family": socket.AF_INET, "dst": "198.51.100.2/32", "table": TRANSPORT_TABLE,
-         "type": 1, "oif": 9},
-    ]  # fmt: skip
+def test_remove_all_clears_a_crashed_runs_rules_and_table() -> None:
+    sock = FakeRtnl()
+    sock.request(bypass.rule_message(socket.AF_INET, add=True),
+                 bypass.rule_message(socket.AF_INET, add=True, priority=29282),  # older run
+                 bypass.route_message(TransportPeer(PEER), 9, replace=True),
+                 bypass.guard_message(PEER, replace=True),
+                 rtnl.ip_route("198.51.100.0", 24, table=254, replace=True, oif=2))  # fmt: skip
+    run(bypass.TransportRoutes(sock).remove_all())  # type: ignore[arg-type]
+    assert sock.rule_list == []
+    assert list(sock.table) == [("198.51.100.0/24", rtnl.RTN_UNICAST)]  # not ours: stays
 
 
 def test_a_new_source_for_the_same_peer_replaces_the_route_in_place() -> None:
-    ipr = RecordingIpr()
-    routes = bypass.TransportRoutes(ipr)
+    sock = FakeRtnl()
+    routes = bypass.TransportRoutes(sock)  # type: ignore[arg-type]
     run(routes.add(7, TransportPeer(remote=PEER)))
-    ipr.calls.clear()
+    sock.sent.clear()
     run(routes.add(7, TransportPeer(remote=PEER, local=LOCAL)))
-    assert ipr.commands("route") == ["replace", "replace"] and ipr.commands("rule") == []
-    assert routes.routes[7].local == LOCAL and len(ipr.rules) == 1
+    assert sock.sent == ["route-add", "route-add"]  # guard and route replaced, nothing deleted
+    assert routes.routes[7].local == LOCAL and sock.prefsrc(DEVICE_ROUTE)
 
 
 def test_a_failed_re_add_keeps_the_working_route_guard_and_rule() -> None:
-    ipr = RecordingIpr(fail_on="replace", fail_from=4)  # 2 for the first add, then guard
-    routes = bypass.TransportRoutes(ipr)
+    sock = FakeRtnl(fail_on="route-add", fail_from=4)  # 2 for the first add, then guard
+    routes = bypass.TransportRoutes(sock)  # type: ignore[arg-type]
     run(routes.add(7, TransportPeer(remote=PEER)))
-    working = dict(ipr.table)
+    working = set(sock.table)
     with pytest.raises(NetlinkError):  # the new source's route replace is refused
         run(routes.add(7, TransportPeer(remote=PEER, local=LOCAL)))
-    assert routes.routes[7] == TransportPeer(remote=PEER) and len(ipr.rules) == 1
-    assert ipr.table.keys() == working.keys() and "prefsrc" not in ipr.table[(f"{PEER}/32", "dev")]
+    assert routes.routes[7] == TransportPeer(remote=PEER) and len(sock.rule_list) == 1
+    assert set(sock.table) == working and not sock.prefsrc(DEVICE_ROUTE)
 
 
 def test_a_failed_move_to_another_peer_address_keeps_the_old_one() -> None:
     other = TransportPeer(remote=ipaddress.ip_address("203.0.113.2"))
-    ipr = RecordingIpr(fail_on="replace", fail_from=4)
-    routes = bypass.TransportRoutes(ipr)
+    sock = FakeRtnl(fail_on="route-add", fail_from=4)
+    routes = bypass.TransportRoutes(sock)  # type: ignore[arg-type]
     run(routes.add(7, TransportPeer(remote=PEER)))
-    working = dict(ipr.table)
     with pytest.raises(NetlinkError):
         run(routes.add(7, other))
-    assert routes.routes[7].remote == PEER and len(ipr.rules) == 1
-    assert ipr.table == working  # the new guard is gone again, the old routes stay
-    ipr.fail_on = None
+    assert routes.routes[7].remote == PEER and len(sock.rule_list) == 1
+    assert set(sock.table) == {DEVICE_ROUTE, GUARD}  # the new guard is gone again
+    sock.fail_on = None
     run(routes.add(7, other))  # works on the next try: the old peer's routes go after
-    assert set(ipr.table) == {("203.0.113.2/32", "guard"), ("203.0.113.2/32", "dev")}
-    assert len(ipr.rules) == 1
+    assert set(sock.table) == {("203.0.113.2/32", rtnl.RTN_UNREACHABLE),
+                               ("203.0.113.2/32", rtnl.RTN_UNICAST)}  # fmt: skip
+    assert len(sock.rule_list) == 1
+
+
+def test_transport_mode_is_refused_without_marks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bypass, "marks_work", lambda: False)
+    sock = FakeRtnl()
+    with pytest.raises(NetlinkError, match="SO_MARK"):
+        run(bypass.TransportRoutes(sock).add(7, TransportPeer(remote=PEER)))  # type: ignore[arg-type]
+    assert sock.sent == []
 
 
 class FakeLinks:
@@ -201,18 +215,53 @@ def test_the_userspace_backend_stores_a_transport_peer_only_once_it_is_routed() 
     from core.dataplane.userspace.backend import UserspaceDataplane, _Interface
 
     async def scenario() -> None:
-        ipr = RecordingIpr(fail_on="replace")
+        sock = FakeRtnl(fail_on="route-add")
         backend = UserspaceDataplane()
         backend._links = FakeLinks()  # type: ignore[assignment]
-        backend._transport = bypass.TransportRoutes(ipr)
+        backend._transport = bypass.TransportRoutes(sock)  # type: ignore[arg-type]
         spec = InterfaceSpec(name="ipsec1", if_id=if_id_for(1))
         backend._interfaces["ipsec1"] = interface = _Interface(spec, -1, 7)
         wanted = InterfaceSpec(name="ipsec1", if_id=if_id_for(1), transport=TransportPeer(PEER))
         with pytest.raises(DataplaneError):
             await backend.update_interface(wanted)
         assert interface.spec.transport is None
-        ipr.fail_on = None
+        sock.fail_on = None
         await backend.update_interface(wanted)  # the same spec again: tried again
         assert interface.spec == wanted and backend._transport.routes[7].remote == PEER
 
     run(scenario())
+
+
+class UnmarkableSocket:
+    def setsockopt(self, *args: Any) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    def getsockname(self) -> tuple[str, int]:
+        return ("0.0.0.0", 500)
+
+
+def test_an_ike_socket_without_the_bypass_mark_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    from core.daemon.transport import _mark_as_bypass
+
+    with caplog.at_level("WARNING"):
+        _mark_as_bypass(UnmarkableSocket())  # type: ignore[arg-type]
+    assert "port 500: no bypass mark" in caplog.text
+
+
+def test_a_crashed_runs_rule_and_guards_stay_until_replaced_or_stale() -> None:
+    gone = ipaddress.ip_address("203.0.113.9")  # a peer of the crashed run only
+    sock = FakeRtnl()
+    sock.request(bypass.rule_message(socket.AF_INET, add=True),
+                 bypass.guard_message(PEER, replace=True),
+                 bypass.guard_message(gone, replace=True))  # fmt: skip
+    routes = bypass.TransportRoutes(sock)  # type: ignore[arg-type]
+    run(routes.adopt_leftovers())
+    assert sock.verbs("rule") == ["add"] and sock.verbs("route") == ["add", "add"]
+    run(routes.add(7, TransportPeer(remote=PEER)))
+    assert "del" not in sock.verbs("rule") + sock.verbs("route")  # never a moment without
+    assert len(sock.rule_list) == 1 and (f"{gone}/32", rtnl.RTN_UNREACHABLE) in sock.table
+    routes._sweep_at = 0.0  # STALE_SECONDS later, the next link up sweeps
+    run(routes.restore(7))
+    assert set(sock.table) == {DEVICE_ROUTE, GUARD} and len(sock.rule_list) == 1
+    run(routes.remove(7))
+    assert sock.table == {} and sock.rule_list == []

@@ -31,13 +31,12 @@ import dataclasses
 import errno
 import fcntl
 import ipaddress
+import logging
 import os
 import socket
 import struct
 import termios
 from collections.abc import Callable, Iterator
-
-from pyroute2.netlink.exceptions import NetlinkError
 
 from core.dataplane.api import DataplaneError
 from core.dataplane.bypass import TransportRoutes, set_bypass_mark
@@ -70,6 +69,7 @@ from core.dataplane.userspace.tun import (
     open_tun,
 )
 
+log = logging.getLogger(__name__)
 DRAIN_BATCH = 64  # packets per reader callback (NOTES.md: as fast as a selectors loop)
 TICK_SECONDS = 1.0
 IPPROTO_ESP = 50
@@ -186,7 +186,7 @@ class UserspaceDataplane:
         await self._links.open()
         await self._transport.open()
         with _netlink_errors("removing leftovers of an earlier run"):
-            await self._transport.remove_all()
+            await self._transport.adopt_leftovers()  # kept until this run's replace them
             for index, _name in await self._links.our_tun_links():
                 await self._links.delete_link(index)
             for prefix in await self._links.our_guards():
@@ -240,7 +240,7 @@ class UserspaceDataplane:
             os.close(fd)  # the device and everything on it disappear with the fd
             with contextlib.suppress(*_NETLINK_ERRORS, DataplaneError):
                 await self._remove_guards_of(spec, set())
-            with contextlib.suppress(NetlinkError):
+            with contextlib.suppress(RtnlError):
                 await self._transport.remove(index)
             raise
         self._interfaces[spec.name] = interface
@@ -620,8 +620,10 @@ class UserspaceDataplane:
             raw.close()
             raise DataplaneError(f"cannot bind a raw ESP socket to {local}: {error}") from None
         raw.setblocking(False)
-        with contextlib.suppress(OSError):  # ESP leaves outside the tunnels (bypass.py)
+        try:  # ESP leaves outside the tunnels (bypass.py)
             set_bypass_mark(raw)
+        except OSError as error:  # (transport-mode interfaces are refused then)
+            log.warning("raw ESP socket on %s: no bypass mark (SO_MARK): %s", local, error)
         with contextlib.suppress(OSError):  # absorb bursts while the loop is busy
             raw.setsockopt(socket.SOL_SOCKET, RCVBUF_FORCE_OPTION, RCVBUF_BYTES)
         self._raw_sockets[local] = raw
@@ -683,8 +685,8 @@ def _check_interface(spec: InterfaceSpec) -> None:
         raise DataplaneError(f"{spec.name}: TCP MSS {spec.tcp_mss} outside 88..65495")
 
 
-# rtnl.py's (interfaces, addresses, routes) and pyroute2's (transport-mode rules)
-_NETLINK_ERRORS: tuple[type[Exception], ...] = (RtnlError, NetlinkError)
+# rtnl.py's: interfaces, addresses, routes and the transport-mode rules (bypass.py)
+_NETLINK_ERRORS: tuple[type[Exception], ...] = (RtnlError,)
 
 
 @contextlib.contextmanager
