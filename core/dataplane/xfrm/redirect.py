@@ -43,6 +43,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from core.dataplane.bypass import marks_work
 from core.dataplane.model import BYPASS_MARK, BYPASS_MASK, IPAddress, TransportPeer
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class Redirects:
         self.stale: dict[tuple[str, int], str] = {}  # a crashed run's filters -> protocol
         self._sweep_at = 0.0
         self._last_error = ""
+        self._marks_checked = False
 
     # -- commands --------------------------------------------------------------------
     def _command(self, program: str, args: list[str]) -> list[str]:
@@ -195,6 +197,10 @@ class Redirects:
         """Install (or move) the redirect of `interface` on every device; on failure the
         earlier one stays wanted (the local address does not matter here: the packet
         keeps its own)."""
+        if not self._marks_checked:
+            if not marks_work():  # IKE to the peer would be redirected into ipsecN too
+                raise RedirectError("transport mode needs SO_MARK (CAP_NET_ADMIN)")
+            self._marks_checked = True
         wanted = Redirect(interface, peer.remote, peer_pref(if_id))
         self._install(wanted)
         self.wanted[interface] = wanted
@@ -231,7 +237,8 @@ class Redirects:
         refused = set()
         for index, (what, device) in enumerate(steps):
             if index in failed:
-                refused.add(device)
+                if what in ("bypass", "peer"):  # (a clsact or stale filter already there)
+                    refused.add(device)
             elif what == "clsact":
                 self.created_clsact.add(device)
             elif what == "bypass":

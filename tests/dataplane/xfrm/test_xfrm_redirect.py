@@ -44,6 +44,7 @@ class Scripted(Redirects):
 
     def __init__(self, devices: tuple[str, ...] = ("lo", "outer0", "ipsec1")) -> None:
         super().__init__(None)
+        self._marks_checked = True  # SO_MARK needs root (tested below)
         self.links = list(devices)
         self.commands: list[str] = []
         self.clsact: set[str] = set()
@@ -271,3 +272,12 @@ def test_the_kernel_backend_stores_a_transport_peer_only_once_it_is_redirected()
     tc.refuse = None
     asyncio.run(backend.update_interface(wanted))  # the same spec again: tried again
     assert interfaces.specs["ipsec1"] == wanted and tc.peer_on("outer0") == "198.51.100.2"
+
+
+def test_transport_mode_is_refused_without_marks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(redirect, "marks_work", lambda: False)
+    tc = Scripted()
+    tc._marks_checked = False
+    with pytest.raises(RedirectError, match="SO_MARK"):
+        tc.add("ipsec1", if_id_for(1), PEER)
+    assert tc.commands == []
