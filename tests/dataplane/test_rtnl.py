@@ -216,3 +216,124 @@ def test_rules_and_ipv6_routes_against_the_kernel(namespace: str) -> None:
     assert found == [[29282, 29282, 2]]
     assert routes == [["2001:db8::1", 128, 29282, 114]]
     assert "29282" not in left[0] and left[1] == ""
+
+
+SAME_SUBNET_SCRIPT = r"""
+import asyncio, ipaddress, json, subprocess
+from core.dataplane.userspace.tun import LinkConfig, open_tun
+
+def ip(*args):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
+
+async def main():
+    links = LinkConfig()
+    await links.open()
+    fd = open_tun("ipsec6")
+    index = await links.ifindex("ipsec6")
+    net = ipaddress.IPv4Network
+    await links.configure(index, 1400, ipaddress.IPv4Interface("10.9.0.1/24"),
+                          set_address=True, fresh=True, guard=net("10.9.0.0/24"))
+    await links.set_up(index, True)
+    await links.replace_routes(index, [net("10.8.0.0/24")], None)
+    # the new address in the same subnet: added as a secondary of the old one
+    await links.configure(index, 1400, ipaddress.IPv4Interface("10.9.0.2/24"), set_address=True)
+    after = ip("-4", "addr", "show", "ipsec6") + ip("-4", "route")
+    for index, _ in await links.our_tun_links():
+        await links.delete_link(index)
+    print(json.dumps(after))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_new_address_in_the_same_subnet_keeps_address_and_routes(namespace: str) -> None:
+    result = subprocess.run(
+        ["ip", "netns", "exec", namespace, sys.executable, "-c", SAME_SUBNET_SCRIPT],
+        capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    after = json.loads(result.stdout)
+    assert "inet 10.9.0.2/24" in after and "10.9.0.1" not in after
+    assert "10.8.0.0/24 dev ipsec6" in after  # not flushed with the old primary address
+
+
+BIG_BATCH_SCRIPT = r"""
+import json, subprocess
+from core.dataplane.userspace import rtnl
+
+sock = rtnl.RtnlSocket()
+messages = [rtnl.ip_route(f"10.{n >> 8}.{n & 255}.0", 24, table=254, replace=True,
+                          unreachable=True, priority=0xFFFFFF00, protocol=114)
+            for n in range(1000)]
+outcomes = sock.transact(messages)
+count = len(subprocess.run(["ip", "-4", "route", "show", "proto", "114"], capture_output=True,
+                           text=True, check=True).stdout.splitlines())
+# then 1000 deletes, every other one of a route that is not there
+deletes = [rtnl.ip_route(f"10.{n >> 8}.{n & 255}.0", 24 if n % 2 else 25, table=254,
+                         replace=False, unreachable=True, priority=0xFFFFFF00)
+           for n in range(1000)]
+second = sock.transact(deletes)
+try:
+    sock.request(*deletes)
+    refused = None
+except rtnl.NetlinkError as error:
+    refused = error.errno
+print(json.dumps([[e is None for e in outcomes].count(True), len(outcomes), count,
+                  [e.errno if e else None for e in second][:4], len(second), refused]))
+"""
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_a_batch_of_1000_requests_is_answered_request_by_request(namespace: str) -> None:
+    result = subprocess.run(
+        ["ip", "netns", "exec", namespace, sys.executable, "-c", BIG_BATCH_SCRIPT],
+        capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    done, total, installed, first_deletes, deletes, refused = json.loads(result.stdout)
+    assert (done, total, installed) == (1000, 1000, 1000)
+    assert first_deletes == [3, None, 3, None] and deletes == 1000
+    assert refused == 3  # ESRCH: the first failure of the batch, as a NetlinkError
+
+
+class _OverflowingSocket:
+    """Takes every datagram; its first read fails as an overflowed netlink socket does."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> int:
+        self.sent.append(data)
+        return len(data)
+
+    def recv(self, size: int) -> bytes:
+        raise OSError(105, "No buffer space available")
+
+    def close(self) -> None:
+        pass
+
+
+def test_socket_overflow_is_a_netlink_error_and_batches_are_bounded() -> None:
+    sock = rtnl.RtnlSocket()
+    sock.close()
+    fake = _OverflowingSocket()
+    sock._sock = fake  # type: ignore[assignment]
+    messages = [rtnl.set_link(3, mtu=1400)] * 300
+    with pytest.raises(rtnl.NetlinkError) as raised:
+        sock.transact(messages)
+    assert raised.value.errno == 105 and "receive buffer" in str(raised.value)
+    assert len(fake.sent) == 1  # the first datagram only: its answers were never read
+    count = len(fake.sent[0]) // (rtnl._NLMSGHDR.size + len(messages[0].body))
+    assert count == rtnl.BATCH_SIZE <= 64
+
+
+def test_sequence_numbers_stay_within_32_bits() -> None:
+    sock = rtnl.RtnlSocket()
+    sock.close()
+    sock._seq = 0xFFFFFFFE
+    assert [sock._next_seq() for _ in range(3)] == [0xFFFFFFFF, 1, 2]

@@ -4,8 +4,8 @@ the userspace dataplane makes, without pyroute2.
 Importing pyroute2 costs ~60 ms and ~10 MiB per daemon (its package imports every
 family it supports), and encoding one request through it ~0.3 ms of CPU.  Here each
 request is a few `struct.pack` calls, and requests go out together: `transact` sends a
-whole batch in one datagram and then reads the acknowledgements, so configuring an
-interface is one round trip.  rtnetlink handles a request inside the sender's
+batch (up to BATCH_SIZE requests) in one datagram and then reads the acknowledgements, so
+configuring an interface is one round trip.  rtnetlink handles a request inside the sender's
 `send()`, so the answers are already queued when it returns and a blocking read never
 waits on the loop's behalf.
 
@@ -14,7 +14,7 @@ Layouts from linux/netlink.h, rtnetlink.h, if_link.h and if_addr.h.
 
 from __future__ import annotations
 
-import itertools
+import errno
 import os
 import socket
 import struct
@@ -80,10 +80,21 @@ _RTNEXTHOP = struct.Struct("=HBBi")  # length, flags, hops, ifindex
 _RTATTR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
 _RECV_SIZE = 1 << 16
+BATCH_SIZE = 64  # requests per datagram: their acknowledgements fit the receive buffer
+RCVBUF_BYTES = 1 << 20
+SO_RCVBUFFORCE = 33  # asm-generic/socket.h: SO_RCVBUF past net.core.rmem_max, as root
 
 
 class NetlinkError(OSError):
     """The kernel refused a request (errno and its text)."""
+
+
+def _socket_error(doing: str, error: OSError) -> NetlinkError:
+    """A failure of the socket itself (ENOBUFS: answers were lost) as a NetlinkError."""
+    code = error.errno if error.errno is not None else errno.EIO
+    what = "answers lost, the receive buffer overflowed" if code == errno.ENOBUFS else (
+        error.strerror or os.strerror(code))  # fmt: skip
+    return NetlinkError(code, f"rtnetlink socket: {doing}: {what}")
 
 
 def _attr(kind: int, payload: bytes) -> bytes:
@@ -287,28 +298,43 @@ class RtnlSocket:
     def __init__(self) -> None:
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                    socket.NETLINK_ROUTE)  # fmt: skip
+        try:  # past net.core.rmem_max when allowed (CAP_NET_ADMIN)
+            self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF_BYTES)
+        except OSError:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
         self._sock.bind((0, 0))
-        self._seq = itertools.count(1)
+        self._seq = 0
 
     def close(self) -> None:
         self._sock.close()
 
+    def _next_seq(self) -> int:
+        self._seq = self._seq % 0xFFFFFFFF + 1  # 1 .. 2**32 - 1: nlmsg_seq is a u32
+        return self._seq
+
     def transact(self, messages: Sequence[Message]) -> list[NetlinkError | None]:
-        """Send the requests in one datagram; each one's outcome (None: done), in order.
+        """Send the requests, BATCH_SIZE to a datagram; each one's outcome (None: done),
+        in order.
 
         The kernel runs them one after the other, so a later one sees the earlier ones'
-        effect; a failed one does not stop the rest."""
-        if not messages:
-            return []
+        effect; a failed one does not stop the rest.  Each datagram's acknowledgements
+        are read before the next goes out, so they fit in the receive buffer.  A socket
+        failure raises NetlinkError; the requests sent before it have run."""
+        outcomes: list[NetlinkError | None] = []
+        for start in range(0, len(messages), BATCH_SIZE):
+            outcomes += self._transact_batch(messages[start : start + BATCH_SIZE])
+        return outcomes
+
+    def _transact_batch(self, messages: Sequence[Message]) -> list[NetlinkError | None]:
         outcome: dict[int, NetlinkError | None] = {}
         data = bytearray()
         for message in messages:
-            seq = next(self._seq)
+            seq = self._next_seq()
             outcome[seq] = None
             length = _NLMSGHDR.size + len(message.body)
             data += _NLMSGHDR.pack(length, message.kind, NLM_F_REQUEST | message.flags, seq, 0)
             data += message.body
-        self._sock.send(data)
+        self._send(bytes(data))
         pending = set(outcome)
         while pending:
             for msg_type, seq, raw in self._receive():
@@ -317,7 +343,7 @@ class RtnlSocket:
                     (code,) = _NLMSGERR.unpack_from(raw, _NLMSGHDR.size)
                     if code:
                         outcome[seq] = NetlinkError(-code, os.strerror(-code))
-        return [outcome[seq] for seq in sorted(outcome)]
+        return list(outcome.values())  # in insertion order: the requests'
 
     def request(self, *messages: Message) -> None:
         """Send the requests together; raise the first failure (after all have run)."""
@@ -326,9 +352,9 @@ class RtnlSocket:
                 raise error
 
     def _dump(self, kind: int, body: bytes) -> Iterator[bytes]:
-        seq = next(self._seq)
+        seq = self._next_seq()
         length = _NLMSGHDR.size + len(body)
-        self._sock.send(_NLMSGHDR.pack(length, kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
+        self._send(_NLMSGHDR.pack(length, kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
         while True:
             for msg_type, msg_seq, raw in self._receive():
                 if msg_seq != seq:
@@ -360,8 +386,17 @@ class RtnlSocket:
         body = _FIB_RULE_HDR.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
         return [_parse_rule(raw) for raw in self._dump(RTM_GETRULE, body)]
 
+    def _send(self, data: bytes) -> None:
+        try:
+            self._sock.send(data)
+        except OSError as error:
+            raise _socket_error("sending", error) from None
+
     def _receive(self) -> Iterator[tuple[int, int, bytes]]:
-        data = self._sock.recv(_RECV_SIZE)
+        try:
+            data = self._sock.recv(_RECV_SIZE)
+        except OSError as error:
+            raise _socket_error("receiving", error) from None
         offset = 0
         while offset + _NLMSGHDR.size <= len(data):
             length, msg_type, _flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)

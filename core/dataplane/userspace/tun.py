@@ -40,12 +40,18 @@ MAIN_TABLE = 254
 
 
 def open_tun(name: str) -> int:
-    """A non-blocking fd for a new TUN device `name`; closing the fd removes the device."""
+    """A non-blocking fd for a new TUN device `name`; closing the fd removes the device.
+
+    The device promotes secondary addresses: `LinkConfig.configure` adds a new address
+    before it deletes the old one, and a new one in the old one's subnet is its secondary,
+    which Linux (promote_secondaries=0, the default) deletes along with the primary --
+    leaving the link without IPv4 and its routes flushed."""
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
         fcntl.ioctl(fd, TUNSETVNETLE, struct.pack("i", 1))
+        (Path("/proc/sys/net/ipv4/conf") / name / "promote_secondaries").write_text("1\n")
     except OSError:
         os.close(fd)
         raise
