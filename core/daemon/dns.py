@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,9 +35,11 @@ import dns.rdatatype
 import dns.tsig
 import dns.update
 
+from core.config.floatlink import MAX_TTL
 from core.config.schema import FloatFamily, TsigKey
 from core.errors import PeerError
 
+log = logging.getLogger(__name__)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 DEFAULT_TIMEOUT = 5.0  # seconds for one exchange with the server
 
@@ -68,6 +71,7 @@ class DnsServer:
 
 
 STAMP_PREFIX = "rbipsec-stamp"
+MAX_PUBLISHED = 1 << 33  # Unix seconds: beyond the year 2242
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,14 @@ class Stamp:
                         int(fields["ttl"]))  # fmt: skip
         except (KeyError, ValueError):
             return None
-        return stamp if fields.get("v") == "1" and stamp.ttl > 0 else None
+        if fields.get("v") != "1" or not stamp._plausible():
+            return None
+        return stamp
+
+    def _plausible(self) -> bool:
+        """Within what a node can publish: a time before 2242 and a ttl of the config's
+        range; any other value (a 400-digit ttl) would break arithmetic on it later."""
+        return 0 <= self.published < MAX_PUBLISHED and 0 < self.ttl <= MAX_TTL
 
 
 class DnsClient(Protocol):
@@ -206,6 +217,8 @@ class TsigDnsClient:
             stamp = Stamp.parse(text)
             if stamp is not None:
                 stamps.append(stamp)
+            elif text.startswith(STAMP_PREFIX):
+                log.debug("%s: ignoring a malformed or implausible stamp: %.200s", name, text)
         return stamps
 
     async def _exchange(self, message: dns.message.Message, what: str) -> dns.message.Message:

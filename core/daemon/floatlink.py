@@ -220,6 +220,11 @@ class PeerFloatLink:
                 delay = min(delay, self._failed(which, error.kind, str(error)))
             except OSError as error:  # the route toward the server or peer is missing
                 delay = min(delay, self._failed(which, "no-route", str(error)))
+            except Exception as error:  # a bug must not end the loop: keep trying, slower
+                log.debug("peer %s: float link %s failed", self.peer_name, which,
+                          exc_info=True, extra={"peer": self.peer_name})  # fmt: skip
+                message = f"internal error: {type(error).__name__}: {error}"
+                delay = min(delay, self._failed(which, "internal", message))
             else:
                 self._succeeded(which)
                 if which == "resolve":
