@@ -7,7 +7,8 @@ the new address.  All the work is queued on the daemon's worker.
 
 A peer that moved calls us from an address we do not know, and we refuse it until we look
 it up.  So an IKE request from an address no peer has makes every peer that may have moved
-(float link or host name) be looked up at once, each at most once per `KICK_GAP` seconds;
+(float link or host name) be looked up at once, each at most once per `KICK_GAP` seconds
+and all together at most that often (less while kicks find nothing: see `ike_from`);
 and a node whose own address changed publishes it before it calls, so that look-up finds it.
 A float-link peer whose registration expired is not initiated to until it registers again.
 """
@@ -26,13 +27,20 @@ from core.config.schema import PeerConfig
 if TYPE_CHECKING:
     from core.daemon.dns import DnsClient
     from core.daemon.floatlink import AddressWatcher, PeerFloatLink
+    from core.daemon.peers import PeerRuntime
     from core.daemon.service import Daemon
 
 log = logging.getLogger("rbipsec.daemon")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-KICK_GAP = 3.0  # seconds between look-ups of one peer triggered by unknown IKE requests
+KICK_GAP = 3.0  # seconds between look-ups triggered by unknown IKE requests
+KICK_MAX_GAP = 60.0  # the gap after kicks that found nothing
 _NO_SPI = bytes(8)
+_IKE_HEADER_SIZE = 28
+_IKEV2_SA_INIT = 34
+_IKEV2_INITIATOR = 0x08  # flags: sent by the original initiator
+_IKEV2_RESPONSE = 0x20
+_IKEV1_OPENING_EXCHANGES = (2, 4)  # Identity Protection (main mode), Aggressive
 
 
 class PeerFollowing:
@@ -41,6 +49,14 @@ class PeerFollowing:
         self.links: dict[str, PeerFloatLink] = {}  # by peer name
         self._address_watcher: AddressWatcher | None = None
         self._name_kicks: dict[str, float] = {}  # host-name peers: when last looked up
+        # For ike_from: peers' remote addresses (with the address object, to tell a stale
+        # entry) and the peers that may move, rebuilt only when a kick is allowed.
+        self._known: dict[str, list[tuple[PeerRuntime, IPAddress]]] = {}
+        self._movable: list[PeerRuntime] = []
+        self._last_kick: float | None = None  # daemon.now() of the last kick
+        self._kick_gap = KICK_GAP
+        self._moved_since_kick = False  # a look-up found a peer elsewhere since the last kick
+        self.kicks = 0  # look-ups kicked by IKE requests from unknown addresses
         # The DNS client of a peer's float link (None: TSIG to its server); tests script it.
         self.client_for: Callable[[PeerConfig], DnsClient | None] = lambda config: None
 
@@ -78,6 +94,7 @@ class PeerFollowing:
             self._address_watcher = None
 
     def _on_float_moved(self, name: str, _old: IPAddress | None, _new: IPAddress) -> None:
+        self._found_a_move()
         self._daemon._post(partial(self.follow_float, name))
 
     def _on_float_expired(self, name: str) -> None:
@@ -93,18 +110,30 @@ class PeerFollowing:
 
     def ike_from(self, data: bytes, host: str) -> None:
         """An IKE datagram (non-ESP marker removed) from `host`.  When it opens an SA
-        (IKEv2 IKE_SA_INIT, IKEv1 first phase 1 message: the responder's SPI is zero) and
-        no peer has that address, peers that may have moved are looked up at once."""
-        daemon = self._daemon
-        if len(data) < 28 or data[8:16] != _NO_SPI:
+        (IKEv2 IKE_SA_INIT request, IKEv1 main or aggressive mode's first message) and no
+        peer has that address, peers that may have moved are looked up at once.
+
+        Anyone can send such a datagram, so the check is cheap (a header test, a look-up
+        in the known addresses, a rebuild of those only when a kick is allowed) and the
+        kicks are limited daemon-wide: one per `KICK_GAP` s, the gap doubling up to
+        `KICK_MAX_GAP` while kicks find no peer that moved."""
+        if not _opens_an_sa(data) or self._known_host(host):
             return
-        movable = [p for p in daemon.peers.values() if _may_move(p.config)]
-        known = (p for p in daemon.peers.values() if p.policy is not None)
-        if not movable or any(str(p.remote_ip) == host for p in known):
-            return  # (a peer stopped after its registration expired is not known)
-        names: set[str] = set()
+        daemon = self._daemon
         now = daemon.now()
-        for peer in movable:
+        if self._last_kick is not None and now - self._last_kick < self._kick_gap:
+            return
+        self._rebuild_known()
+        if host in self._known or not self._movable:
+            return  # (a peer stopped after its registration expired is not known)
+        if self._last_kick is not None and not self._moved_since_kick:
+            self._kick_gap = min(self._kick_gap * 2, KICK_MAX_GAP)
+        else:
+            self._kick_gap = KICK_GAP
+        self._last_kick, self._moved_since_kick = now, False
+        self.kicks += 1
+        names: set[str] = set()
+        for peer in self._movable:
             link = self.links.get(peer.name)
             if link is not None:
                 if link.peer_maybe_moved():
@@ -117,6 +146,30 @@ class PeerFollowing:
                     names.add(peer.name)
         if names:
             daemon._post(partial(self.follow_names, names))
+
+    def _known_host(self, host: str) -> bool:
+        """`host` is the address of a peer the engine knows, as of the last rebuild and
+        still so (a peer's entry is checked against its current state)."""
+        peers = self._daemon.peers
+        for peer, remote in self._known.get(host, ()):
+            fresh = peer.policy is not None and peer.remote_ip is remote
+            if fresh and peers.get(peer.config.name) is peer:  # (a reload replaces peers)
+                return True
+        return False
+
+    def _rebuild_known(self) -> None:
+        self._known = {}
+        self._movable = []
+        for peer in self._daemon.peers.values():
+            if peer.policy is not None and peer.remote_ip is not None:
+                self._known.setdefault(str(peer.remote_ip), []).append((peer, peer.remote_ip))
+            if _may_move(peer.config):
+                self._movable.append(peer)
+
+    def _found_a_move(self) -> None:
+        """A look-up found a peer elsewhere: kicks are worth their cost again."""
+        self._kick_gap = KICK_GAP
+        self._moved_since_kick = True
 
     async def follow_float(self, name: str) -> None:
         """The float link found the peer at a new address: (re-)establish toward it, with
@@ -198,11 +251,26 @@ class PeerFollowing:
                 log.warning("peer %s: %s (keeping %s)", peer.name, error, peer.remote_ip)
                 continue
             if address != peer.remote_ip and peer.policy is not None:
+                self._found_a_move()
                 log.info("peer %s: %s moved from %s to %s: re-establishing",
                          peer.name, remote, peer.remote_ip, address,
                          extra={"peer": peer.name})  # fmt: skip
                 daemon._stop_ike(peer)
                 await daemon._start_ike(peer)
+
+
+def _opens_an_sa(data: bytes) -> bool:
+    """An IKE header (RFC 7296 3.1, RFC 2408 3.1) of a first message: an initiator SPI,
+    no responder SPI, message ID 0, and IKEv2 IKE_SA_INIT request or IKEv1 main/aggressive mode."""
+    if len(data) < _IKE_HEADER_SIZE or data[8:16] != _NO_SPI or data[20:24] != bytes(4):
+        return False
+    if data[:8] == _NO_SPI:  # the initiator's SPI is never zero
+        return False
+    major, exchange, flags = data[17] >> 4, data[18], data[19]
+    if major == 2:
+        return exchange == _IKEV2_SA_INIT and flags & (_IKEV2_INITIATOR | _IKEV2_RESPONSE) == (
+            _IKEV2_INITIATOR)  # fmt: skip
+    return major == 1 and exchange in _IKEV1_OPENING_EXCHANGES
 
 
 def _may_move(config: PeerConfig) -> bool:
