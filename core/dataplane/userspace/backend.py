@@ -88,6 +88,8 @@ _MAX_UDP_GSO_PAYLOAD = 0xFFFF - 48  # all segments' UDP payload: within one IPv6
 # Errors of a UDP GSO send that mean it cannot work here (no UDP GSO before Linux 4.18,
 # no checksum offload on the outgoing device, an XFRM policy on the route):
 _NO_UDP_GSO = frozenset((errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP))
+_IP_MTU = 14  # linux/in.h: a connected socket's route MTU
+_IPV6_MTU = 24  # linux/in6.h
 
 SaKey = tuple[int, Direction, int]
 
@@ -170,6 +172,9 @@ class UserspaceDataplane:
         self._inbound: dict[int, _Sa] = {}  # by SPI
         self._raw_sockets: dict[IPAddress, socket.socket] = {}  # by local address
         self._encap_sockets: dict[int, socket.socket] = {}
+        # Per destination: the largest ESP-in-UDP packet sent as a UDP GSO segment, where a
+        # send with larger ones failed for the route's MTU (_udp_gso_refused).
+        self._gso_segment_limits: dict[tuple[str, int], int] = {}
         self._tick_handle: asyncio.TimerHandle | None = None
         # TCP segments decapsulated in the current batch, per interface, written by
         # _flush() at its end (coalesced); ESP in UDP schedules that flush.
@@ -468,25 +473,63 @@ class UserspaceDataplane:
                 total += length
                 if length < size:
                     break
+            run = segments[start:end]
+            start = end
+            if len(run) > 1 and size > self._gso_segment_limits.get(destination, size):
+                for esp in run:  # larger than this path's MTU allows as GSO segments
+                    self._send_one(interface, sock, esp, destination)
+                continue
             try:
-                if end - start == 1:
-                    sock.sendto(segments[start], destination)
+                if len(run) == 1:
+                    sock.sendto(run[0], destination)
                 else:
                     sock.sendmsg(
-                        [b"".join(segments[start:end])],
+                        [b"".join(run)],
                         [(socket.SOL_UDP, UDP_SEGMENT, _SEGMENT_SIZE.pack(size))],
                         0,
                         destination,
                     )
             except OSError as error:
-                if end - start > 1 and error.errno in _NO_UDP_GSO:
-                    self._udp_segmentation = False  # never again; these go one by one
-                    for esp in segments[start:end]:
+                if len(run) > 1 and error.errno in _NO_UDP_GSO:
+                    self._udp_gso_refused(sock, destination, size, error.errno)
+                    for esp in run:
                         self._send_one(interface, sock, esp, destination)
                 else:
-                    interface.tx_packets -= end - start
-                    interface.tx_errors += end - start
-            start = end
+                    interface.tx_packets -= len(run)
+                    interface.tx_errors += len(run)
+
+    def _udp_gso_refused(
+        self, sock: socket.socket, destination: tuple[str, int], size: int, code: int
+    ) -> None:
+        """A UDP GSO send failed with `code`.  EINVAL also means a segment longer than the
+        route's MTU allows (udp_send_skb), which holds for that path only: then larger
+        segments to `destination` go one by one; any other refusal, and EINVAL for a
+        segment that fits, switch UDP GSO off for good."""
+        if code == errno.EINVAL:
+            mtu = self._path_mtu(sock, destination)
+            headers = 28 if sock.family == socket.AF_INET else 48  # IP + UDP
+            if mtu is not None and size + headers > mtu:
+                self._gso_segment_limits[destination] = mtu - headers
+                return
+        self._udp_segmentation = False  # never again; these go one by one
+
+    @staticmethod
+    def _path_mtu(sock: socket.socket, destination: tuple[str, int]) -> int | None:
+        """The MTU of `sock`'s route to `destination` (IP_MTU of a connected socket with
+        the same mark and source; nothing is sent); None when it cannot be told."""
+        ipv4 = sock.family == socket.AF_INET
+        try:
+            with socket.socket(sock.family, socket.SOCK_DGRAM) as probe:
+                mark = sock.getsockopt(socket.SOL_SOCKET, socket.SO_MARK)
+                if mark:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+                probe.bind((sock.getsockname()[0], 0))
+                probe.connect(destination)
+                if ipv4:
+                    return probe.getsockopt(socket.IPPROTO_IP, _IP_MTU)
+                return probe.getsockopt(socket.IPPROTO_IPV6, _IPV6_MTU)
+        except OSError:
+            return None
 
     def _send_one(
         self, interface: _Interface, sock: socket.socket, esp: bytes, destination: tuple[str, int]
@@ -551,19 +594,33 @@ class UserspaceDataplane:
             if len(packets) == 1:
                 self._write(interface, PLAIN, packets[0], 1)
                 continue
-            for vnet_header, packet, count in coalesce(packets, udp=self._udp_gso):
-                self._write(interface, vnet_header, packet, count)
+            self._write_coalesced(interface, packets)
 
-    def _write(self, interface: _Interface, vnet_header: bytes, packet: bytes, count: int) -> None:
+    def _write_coalesced(self, interface: _Interface, packets: list[bytes]) -> None:
+        done = 0  # coalesce() merges neighbours only: each output holds the next `count`
+        for vnet_header, packet, count in coalesce(packets, udp=self._udp_gso):
+            if not self._write(interface, vnet_header, packet, count):
+                # UDP GSO refused (now switched off): this one's datagrams and the rest
+                for vnet_header, packet, count in coalesce(packets[done:], udp=False):
+                    self._write(interface, vnet_header, packet, count)
+                return
+            done += count
+
+    def _write(self, interface: _Interface, vnet_header: bytes, packet: bytes, count: int) -> bool:
+        """Write one packet to the TUN; False only when the kernel refused a UDP GSO
+        packet (before 6.2), which then switches UDP merging off: nothing was counted,
+        the caller writes its datagrams one by one."""
         try:
             os.writev(interface.fd, (vnet_header, packet))
         except OSError as error:  # link down (EIO) or the queue is full
-            interface.rx_errors += count
             if error.errno == errno.EINVAL and vnet_header[1] == GSO_UDP_L4:
                 self._udp_gso = False  # a kernel before 6.2: UDP datagrams go one by one
-            return
+                return False
+            interface.rx_errors += count
+            return True
         interface.rx_packets += count
         interface.rx_bytes += len(packet)
+        return True
 
     def _traffic_while_down(self, interface: _Interface) -> None:
         now = self._require_loop().time()
