@@ -242,13 +242,27 @@ class TsigDnsClient:
             raise DnsError(
                 "unreachable", f"{what}: {self.server}: {error.strerror or error}"
             ) from None
+        except dns.exception.FormError as error:
+            if message.had_tsig and _UNSIGNED in str(error):  # dnspython's own check
+                raise DnsError(
+                    "tsig", f"{what}: the answer from {self.server} is not signed"
+                ) from None
+            raise DnsError(
+                "garbage", f"{what}: unusable answer from {self.server}: {_describe(error)}"
+            ) from None
         except dns.exception.DNSException as error:
             raise DnsError(
                 "garbage", f"{what}: unusable answer from {self.server}: {_describe(error)}"
             ) from None
-        if message.had_tsig and not response.had_tsig and response.rcode() == dns.rcode.NOERROR:
+        # Whatever the rcode: an unsigned NXDOMAIN or REFUSED, which anyone who can spoof
+        # the server's address can send, would make a registration look absent or our
+        # stamp refused.  (Newer dnspython rejects these itself, as a FormError.)
+        if message.had_tsig and not response.had_tsig:
             raise DnsError("tsig", f"{what}: the answer from {self.server} is not signed")
         return response
+
+
+_UNSIGNED = "requires a TSIG but does not have one"  # dnspython's FormError for it
 
 
 def _tsig_reason(error: dns.tsig.PeerError) -> str:
