@@ -12,13 +12,14 @@ import socket
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from core.dataplane.userspace.rtnl import Route
+    from core.dataplane.userspace.rtnl import RtnlSocket
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # RFC 3927 link-local: the source of unnumbered tunnels when no interface lends an IPv4.
 LINK_LOCAL_SOURCE = ipaddress.IPv4Address("169.254.0.1")
 MAIN_TABLE = 254
+_ONLY_DEFAULT_ROUTED = "255.255.255.254"
 
 
 class NetInfoError(OSError):
@@ -88,7 +89,7 @@ def _unnumbered_source(interface: str) -> ipaddress.IPv4Address:
             except OSError:
                 index = None
         else:
-            index = _default_route_interface(rtnl.routes(socket.AF_INET))
+            index = _default_route_interface(rtnl)
         if index is None:
             return LINK_LOCAL_SOURCE
         for address in rtnl.ipv4_addresses():
@@ -99,8 +100,15 @@ def _unnumbered_source(interface: str) -> ipaddress.IPv4Address:
     return LINK_LOCAL_SOURCE
 
 
-def _default_route_interface(routes: list[Route]) -> int | None:
-    for route in routes:
-        if route.table == MAIN_TABLE and route.prefixlen == 0 and route.oif is not None:
-            return int(route.oif)
+def _default_route_interface(rtnl: RtnlSocket) -> int | None:
+    """The device of the default route: a look-up, not a dump (the routing table may be a
+    full BGP table), toward an address of 240.0.0.0/4 (reserved, never announced), which
+    only a default route covers; the main table is dumped only if something else does.
+    (A look-up of 0.0.0.0 itself answers with the local route while the link is up.)"""
+    route = rtnl.lookup_route(_ONLY_DEFAULT_ROUTED)
+    if route is not None and route.prefixlen != 0:
+        routes = rtnl.routes(socket.AF_INET, table=MAIN_TABLE)
+        route = next((r for r in routes if r.table == MAIN_TABLE and r.prefixlen == 0), None)
+    if route is not None and route.prefixlen == 0 and route.oif is not None:
+        return int(route.oif)
     return None

@@ -337,3 +337,52 @@ def test_sequence_numbers_stay_within_32_bits() -> None:
     sock.close()
     sock._seq = 0xFFFFFFFE
     assert [sock._next_seq() for _ in range(3)] == [0xFFFFFFFF, 1, 2]
+
+
+FILTERED_SCRIPT = r"""
+import asyncio, ipaddress, json, socket, subprocess
+from core.dataplane.userspace import rtnl
+from core.dataplane.userspace.tun import LinkConfig
+
+commands = ["link add veth0 type veth peer name veth1", "link set veth1 up",
+            "link set veth0 up", "addr add 198.51.100.1/24 dev veth0",
+            "route add default via 198.51.100.254"]
+commands += [f"route add 172.{16 + n // 256}.{n % 256}.0/24 via 198.51.100.254"
+             for n in range(3000)]  # someone else's routes (a BGP table, in small)
+commands += ["route add unreachable 10.9.0.0/24 proto 114 metric 4294967040",
+             "route add unreachable 10.7.0.0/24 proto 115 metric 4294967040",
+             "route add unreachable 10.6.0.0/24 proto 114 metric 4294967040 table 100"]
+subprocess.run(["ip", "-batch", "-"], input="\n".join(commands) + "\n", text=True, check=True)
+
+async def main():
+    links = LinkConfig()
+    await links.open()
+    guards = [str(prefix) for prefix in await links.our_guards()]
+    sock = links._socket
+    filtered = sock.kernel_filtered
+    everything = len(sock.routes())
+    default = sock.lookup_route("255.255.255.254")
+    specific = sock.lookup_route("172.16.1.1")
+    print(json.dumps([guards, filtered, everything, [default.prefixlen, default.oif],
+                      [specific.destination, specific.prefixlen],
+                      socket.if_nametoindex("veth0")]))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_guards_are_found_by_a_filtered_dump_and_routes_by_a_look_up(namespace: str) -> None:
+    result = subprocess.run(
+        ["ip", "netns", "exec", namespace, sys.executable, "-c", FILTERED_SCRIPT],
+        capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    guards, filtered, everything, default, specific, veth0 = json.loads(result.stdout)
+    assert guards == ["10.9.0.0/24"]  # not another protocol's, not another table's
+    assert filtered  # the kernel sent only the matching routes
+    assert everything > 3000
+    assert default == [0, veth0]
+    assert specific == ["172.16.1.0", 24]

@@ -29,6 +29,10 @@ NLM_F_DUMP = 0x300
 NLM_F_REPLACE = 0x100
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
+NLM_F_DUMP_FILTERED = 0x20  # in a dump's answers: the kernel applied the request's filters
+SOL_NETLINK = 270
+NETLINK_GET_STRICT_CHK = 12
+RTM_F_FIB_MATCH = 0x2000  # a route lookup answers with the matching table entry
 
 RTM_NEWLINK = 16
 RTM_DELLINK = 17
@@ -83,6 +87,10 @@ _RECV_SIZE = 1 << 16
 BATCH_SIZE = 64  # requests per datagram: their acknowledgements fit the receive buffer
 RCVBUF_BYTES = 1 << 20
 SO_RCVBUFFORCE = 33  # asm-generic/socket.h: SO_RCVBUF past net.core.rmem_max, as root
+
+
+# A route look-up finding nothing (no route, unreachable/prohibit/blackhole entries).
+_NO_ROUTE = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EACCES, errno.EINVAL)
 
 
 class NetlinkError(OSError):
@@ -304,6 +312,7 @@ class RtnlSocket:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
         self._sock.bind((0, 0))
         self._seq = 0
+        self.kernel_filtered = False  # the last filtered route dump was filtered by the kernel
 
     def close(self) -> None:
         self._sock.close()
@@ -377,10 +386,65 @@ class RtnlSocket:
         parsed = (_parse_address(raw) for raw in self._dump(RTM_GETADDR, body))
         return [address for address in parsed if address is not None]
 
-    def routes(self, family: int = socket.AF_INET) -> list[Route]:
-        body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
-        parsed = (_parse_route(raw) for raw in self._dump(RTM_GETROUTE, body))
-        return [route for route in parsed if route is not None]
+    def routes(
+        self, family: int = socket.AF_INET, *, table: int = 0, protocol: int = 0, kind: int = 0
+    ) -> list[Route]:
+        """The routes of `family`; those of `table`, `protocol` and type `kind` (RTN_*)
+        only, where given (0: any).  A kernel with strict checking of dump requests
+        (NETLINK_GET_STRICT_CHK, Linux 4.20) filters them itself, so a full routing
+        table (BGP) is not copied over to be thrown away; else they are filtered here."""
+        filters = bool(table or protocol or kind)
+        body = _RTMSG.pack(family, 0, 0, 0, table if table < 256 else 252, protocol, 0, kind, 0)
+        if table:
+            body += _u32(RTA_TABLE, table)
+        strict = filters and self._set_strict(True)
+        try:
+            raws = list(self._dump(RTM_GETROUTE, body if strict else body[: _RTMSG.size]))
+        finally:
+            if strict:
+                self._set_strict(False)
+        self.kernel_filtered = bool(raws) and all(
+            _NLMSGHDR.unpack_from(raw)[2] & NLM_F_DUMP_FILTERED for raw in raws
+        )
+        parsed = (_parse_route(raw) for raw in raws)
+        return [
+            route
+            for route in parsed
+            if route is not None
+            and (not table or route.table == table)
+            and (not protocol or route.protocol == protocol)
+            and (not kind or route.kind == kind)
+        ]
+
+    def _set_strict(self, on: bool) -> bool:
+        """Strict checking of get/dump requests on or off; False: the kernel has none."""
+        try:
+            self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, int(on))
+        except OSError:
+            return False
+        return True
+
+    def lookup_route(self, destination: str) -> Route | None:
+        """The routing table entry the kernel uses toward `destination` (`ip route get
+        DESTINATION fibmatch`: one request, no dump); None when nothing routes it."""
+        family = socket.AF_INET6 if ":" in destination else socket.AF_INET
+        packed = socket.inet_pton(family, destination)
+        body = _RTMSG.pack(family, len(packed) * 8, 0, 0, 0, 0, 0, 0, RTM_F_FIB_MATCH)
+        body += _attr(RTA_DST, packed)
+        seq = self._next_seq()
+        self._send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETROUTE, NLM_F_REQUEST,
+                                  seq, 0) + body)  # fmt: skip
+        while True:
+            for msg_type, msg_seq, raw in self._receive():
+                if msg_seq != seq:
+                    continue
+                if msg_type == NLMSG_ERROR:
+                    (code,) = _NLMSGERR.unpack_from(raw, _NLMSGHDR.size)
+                    if -code in _NO_ROUTE:
+                        return None
+                    raise NetlinkError(-code, os.strerror(-code))
+                if msg_type == RTM_NEWROUTE:
+                    return _parse_route(raw)
 
     def rules(self, family: int) -> list[Rule]:
         body = _FIB_RULE_HDR.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)

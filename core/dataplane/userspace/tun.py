@@ -170,12 +170,14 @@ class LinkConfig:
                 raise error
 
     async def our_guards(self) -> list[ipaddress.IPv4Network]:
+        # Filtered by the kernel where it can (rtnl.RtnlSocket.routes): the main table
+        # may hold a full BGP table.
+        routes = self._socket.routes(table=MAIN_TABLE, protocol=RTPROT_RBIPSEC,
+                                     kind=rtnl.RTN_UNREACHABLE)  # fmt: skip
         return [
             ipaddress.IPv4Network(f"{route.destination}/{route.prefixlen}")
-            for route in self._socket.routes()
-            if route.protocol == RTPROT_RBIPSEC
-            and route.priority == GUARD_METRIC
-            and route.oif is None
+            for route in routes
+            if route.priority == GUARD_METRIC and route.oif is None
         ]
 
 
