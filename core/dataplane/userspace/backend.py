@@ -260,7 +260,8 @@ class UserspaceDataplane:
         with _netlink_errors(f"{spec.name}: updating"):
             old = interface.spec
             if old.address != spec.address and old.address and old.address.network.prefixlen < 32:
-                await self._links.delete_guard(old.address.network)
+                # tolerant: a retry after a later step failed finds the guard gone
+                await self._links.delete_guards([old.address.network])
             await self._configure(interface, spec, set_address=old.address != spec.address)
             # The new transport peer is stored only once it is protected: a failed step
             # is retried by the next update with the same spec.
