@@ -218,7 +218,7 @@ class TransportRoutes:
         self.stale = [
             route
             for family in (socket.AF_INET, socket.AF_INET6)
-            for route in self._sock.routes(family)
+            for route in self._sock.routes(family, table=TRANSPORT_TABLE)
             if route.table == TRANSPORT_TABLE
         ]
         self._sweep_at = time.monotonic() + STALE_SECONDS
@@ -243,7 +243,7 @@ class TransportRoutes:
         for family in (socket.AF_INET, socket.AF_INET6):
             self._delete_rules(family)
             self._delete_quietly(*(
-                _delete_route(route) for route in self._sock.routes(family)
+                _delete_route(route) for route in self._sock.routes(family, table=TRANSPORT_TABLE)
                 if route.table == TRANSPORT_TABLE
             ))  # fmt: skip
 

@@ -60,8 +60,12 @@ class FakeRtnl:
             if error is not None:
                 raise error
 
-    def routes(self, family: int = socket.AF_INET) -> list[rtnl.Route]:
-        return [route for route, _body in self.table.values() if route.family == family]
+    def routes(self, family: int = socket.AF_INET, *, table: int = 0) -> list[rtnl.Route]:
+        return [
+            route
+            for route, _body in self.table.values()
+            if route.family == family and table in (0, route.table)
+        ]
 
     def rules(self, family: int) -> list[rtnl.Rule]:
         return [rule for rule in self.rule_list if rule.family == family]
