@@ -38,7 +38,8 @@ class ChildSa:
     keys: ChildSaKeys = field(repr=False)
     state: ChildState = ChildState.INSTALLED
     outbound_installed: bool = True
-    # The SA this one rekeyed, while it still exists (its outbound waits for it to go).
+    # The SA this one rekeyed, while it still exists (a responder's new SA sends only once
+    # it goes; an initiator's sends at once).
     replaces: ChildSa | None = None
     # Created by the losing side of a rekey collision: never carries outbound traffic.
     redundant: bool = False

@@ -19,6 +19,7 @@ from core.ike.events import (
     IkeSaDown,
     IkeSaRekeyed,
     IkeSaUp,
+    LogMessage,
     PeerDead,
 )
 from core.ike.v2.child import ChildState
@@ -484,3 +485,51 @@ def test_refused_delete_of_a_rekeyed_child_keeps_accepting_it_until_it_expires(
     pair.advance(601)
     assert_consistent(pair)
     assert old_a not in live_children(pair.a)
+
+
+def test_peer_deleting_its_collision_loser_leaves_a_refused_old_sa_rekeyed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both sides rekey the Child SA at once and B wins.  A refuses B's DELETE of the old
+    SA (so B keeps accepting it until it expires); only then does A learn it lost and
+    delete its redundant SA, which B created as the old SA's successor.  The old SA is still
+    replaced by B's new SA: it must not become rekeyable again (an extra pair), neither then
+    nor when A later rekeys B's new SA and deletes it while the old SA lingers."""
+    pair = up_pair(child_lifetime=600.0)
+    (old_a,) = live_children(pair.a)
+    responder = child_delete.respond_child_delete
+    held: list[bytes] = []
+
+    def refuse_deleting_a_usable_sa(sa: IkeSa, payload: DeletePayload, now: float) -> Payloads:
+        named = [sa.find_child_by_out(int.from_bytes(spi, "big")) for spi in payload.spis]
+        if any(c is not None and not c.redundant for c in named):
+            raise TemporaryFailure("test: A refuses the DELETE of the old SA")
+        return responder(sa, payload, now)
+
+    def hold_bs_answer_to_the_rekey(side: Side, data: bytes) -> bool:
+        if side is pair.b and not held and data[19] & 0x20 and data[18] == 36:
+            held.append(data)
+            return True
+        return False
+
+    monkeypatch.setattr(child_delete, "respond_child_delete", refuse_deleting_a_usable_sa)
+    assert pair.a.endpoint.rekey("peer", pair.now)
+    assert pair.b.endpoint.rekey("peer", pair.now)
+    pair.drop = hold_bs_answer_to_the_rekey
+    pair.deliver()
+    assert any("won" in e.message for e in pair.b.of(LogMessage))  # the seed makes B win
+    assert any("refused to delete" in e.message for e in pair.b.of(LogMessage))
+    pair.drop = lambda side, data: False
+    pair.advance(10)  # A retransmits its rekey, learns it lost and deletes its redundant SA
+    monkeypatch.undo()
+    assert any("lost" in e.message for e in pair.a.of(LogMessage))
+    sa_b = pair.b.endpoint.current_sa("peer")
+    assert sa_b is not None
+    old_b = next(c for c in sa_b.children if c.spi_in == old_a[1])
+    assert old_b.state == ChildState.REKEYED  # still replaced by B's new SA
+    assert len([c for c in sa_b.children if c.usable]) == 1
+    pair.advance(601)
+    old_spi = f"{old_b.spi_in:08x}"
+    assert not [e.message for e in pair.b.of(LogMessage) if old_spi in e.message and (
+        "rekey of" in e.message or "without a successor" in e.message)]
+    assert_consistent(pair)

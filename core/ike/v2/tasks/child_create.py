@@ -203,6 +203,7 @@ class ChildCreate(Task):
             sa.log("info", f"rekey collision on SPI {old.spi_in:08x} won: the peer deletes "
                    f"its redundant SA {sibling.spi_in:08x}")
         old.state = ChildState.REKEYED
+        child.replaces = old
         sa.events.append(ChildSaInstalled(info, outbound=True, replaces_spi_in=old.spi_in))
         sa.queue(ChildDelete(old, "rekeyed", keep_if_refused=True), first=True)
 

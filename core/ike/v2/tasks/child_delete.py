@@ -83,9 +83,28 @@ def respond_child_delete(sa: IkeSa, payload: DeletePayload, now: float) -> Paylo
             ours.append(spi_bytes(child.spi_in))
         replaced = child.replaces
         if replaced is not None and replaced in sa.children and \
-                replaced.state == ChildState.REKEYED:
+                replaced.state == ChildState.REKEYED and not _still_replaced(sa, replaced, child):
             replaced.state = ChildState.INSTALLED  # its successor never came: it carries on
         sa.remove_child(child, "deleted by peer", now)
     if not ours:
         return []
     return [(PayloadType.DELETE, DeletePayload(ProtocolId.ESP, tuple(ours)))]
+
+
+def _still_replaced(sa: IkeSa, old: ChildSa, leaving: ChildSa) -> bool:
+    """Whether a live Child SA other than `leaving` descends from `old` through `replaces`:
+    the winner of a rekey collision, when the peer deletes its redundant sibling (which also
+    names `old`), or `leaving`'s own successor, when the peer deletes `leaving` after
+    rekeying it while `old` lingers (the peer refused its DELETE)."""
+    for child in sa.children:
+        if child is leaving or child.redundant or child.expired or \
+                child.state == ChildState.DELETING:
+            continue
+        seen: set[int] = set()
+        ancestor = child.replaces
+        while ancestor is not None and id(ancestor) not in seen:
+            if ancestor is old:
+                return True
+            seen.add(id(ancestor))
+            ancestor = ancestor.replaces
+    return False
