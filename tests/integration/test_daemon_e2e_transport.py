@@ -100,33 +100,54 @@ def replies_to_a(lab: NetLab, count: int = 3) -> int:
     return int(match[2])
 
 
-def assert_encrypted_ping(lab: NetLab, counters: Callable[[], dict[str, int]]) -> None:
+def assert_encrypted_ping(
+    lab: NetLab, counters: Callable[[], dict[str, int]], encapsulated: bool | None = None
+) -> None:
+    """Five pings from a to B cross ipsec1 encrypted, none in clear; `encapsulated` True
+    demands ESP-in-UDP only (on 4500), False raw ESP only, None either."""
     before = counters()
     assert lab.ping("a", B, count=5) == (5, 5)
     seen = {key: value - before[key] for key, value in counters().items()}
     assert seen["clear_icmp"] == 0, seen
     assert seen["esp"] + seen["udp4500"] >= 5 and seen["tunnel_icmp"] >= 5, seen
+    if encapsulated is not None:
+        carrier, other = ("udp4500", "esp") if encapsulated else ("esp", "udp4500")
+        assert seen[carrier] >= 5 and seen[other] == 0, seen
 
 
-@pytest.mark.parametrize("version", [2, 1], ids=["ikev2", "ikev1"])
+# (IKE version settings, UDP encapsulation forced by both sides)
+COMBINATIONS = {
+    "ikev2": ({}, False),
+    "ikev1": (V1, False),
+    "ikev2-natt-forced": ({}, True),
+    "ikev1-natt-forced": (V1, True),
+}
+
+
+@pytest.mark.parametrize(("version", "forced"), COMBINATIONS.values(), ids=COMBINATIONS.keys())
 def test_transport_mode_ping_between_outer_addresses_is_encrypted(
-    lab: NetLab, version: int
+    lab: NetLab, version: dict[str, object], forced: bool
 ) -> None:
     two_nodes(lab)
-    config_a, config_b = transport_configs(lab, V1 if version == 1 else None)
+    config_a, config_b = transport_configs(
+        lab, {**version, "nat_traversal": "force" if forced else "auto"}
+    )
     a = lab.daemon("a", config_a)
     b = lab.daemon("b", config_b)
     with nft_counters(lab, "b", ARRIVING, hook="input") as arriving:
         b.start()
         a.start()  # IKE reaches b although traffic to B is steered into ipsec1 already
         wait_ready(a, b)
-        assert_encrypted_ping(lab, arriving)
+        assert_encrypted_ping(lab, arriving, encapsulated=forced)
     assert a.status()["daemon"]["dataplane"] == DATAPLANE
     peer = a.peer("tob")
     assert peer["mode"] == "transport"
     assert all(child["mode"] == "transport" for child in peer["child_sas"])
+    assert peer["nat"]["forced"] == forced and peer["nat"]["in_use"] == forced
+    assert all(child["encap"] == forced for child in peer["child_sas"])
     assert peer["traffic"]["packets_out"] >= 5 and peer["traffic"]["packets_in"] >= 5
     assert peer["remote"]["address"] == B
+    assert peer["remote"]["port"] == (4500 if forced else 500)
     assert a.stop() == 0 and b.stop() == 0
     assert leftovers(lab, "a") == "" and leftovers(lab, "b") == ""
 
