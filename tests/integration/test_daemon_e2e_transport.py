@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -44,12 +46,47 @@ V1: dict[str, object] = {
     "ike_proposals": ["aes256-sha256-modp2048"],
     "esp_proposals": ["aes256-sha256"],
 }
+APP_PORT = 5001  # the TCP and UDP exchange of `exchange_tcp_and_udp`
+TCP_BYTES = 300_000
+# b: counts what one TCP connection sends, answers with the count; then echoes one
+# datagram reversed.  Gives up after 15 s so it never outlives the test.
+APP_SERVER = f"""
+import socket
+tcp = socket.create_server(("{OUTER_B}", {APP_PORT}))
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("{OUTER_B}", {APP_PORT}))
+tcp.settimeout(15)
+udp.settimeout(15)
+print("ready", flush=True)
+conn, _ = tcp.accept()
+conn.settimeout(15)
+total = 0
+while chunk := conn.recv(65536):
+    total += len(chunk)
+conn.sendall(str(total).encode())
+conn.close()
+data, sender = udp.recvfrom(2048)
+udp.sendto(data[::-1], sender)
+"""
+APP_CLIENT = f"""
+import socket
+conn = socket.create_connection(("{OUTER_B}", {APP_PORT}), timeout=10)
+conn.sendall(bytes({TCP_BYTES}))
+conn.shutdown(socket.SHUT_WR)
+counted = conn.recv(100).decode()
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.settimeout(10)
+udp.sendto(b"datagram", ("{OUTER_B}", {APP_PORT}))
+print(counted, udp.recv(100).decode())
+"""
 # What b sees arriving on its outer link, and through its tunnel interface.
 ARRIVING = {
     "esp": 'iifname "outer0" meta l4proto esp',
     "udp4500": 'iifname "outer0" udp dport 4500',
     "clear_icmp": 'iifname "outer0" meta l4proto icmp',
     "tunnel_icmp": 'iifname "ipsec1" meta l4proto icmp',
+    "clear_app": f'iifname "outer0" th dport {APP_PORT}',
+    "tunnel_app": f'iifname "ipsec1" th dport {APP_PORT}',
 }
 # (Not a's output hook: on the kernel dataplane tc redirects the ICMP into ipsec1 at
 # outer0's egress, after nftables saw it routed to outer0.)
@@ -115,6 +152,24 @@ def assert_encrypted_ping(
         assert seen[carrier] >= 5 and seen[other] == 0, seen
 
 
+def exchange_tcp_and_udp(lab: NetLab) -> None:
+    """A TCP transfer and a UDP round trip from a to B: their checksums cover the outer
+    addresses (the pseudo-header), so they prove the header rebuilt after transport-mode
+    decapsulation, and the TCP segments coalesced toward the TUN, carry valid ones."""
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", lab.namespaces["b"], sys.executable, "-c", APP_SERVER],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None and server.stdout.readline() == "ready\n"
+        client = lab.run("a", sys.executable, "-c", APP_CLIENT, check=False)
+        assert client.stdout.split() == [str(TCP_BYTES), "margatad"], client.stderr
+        assert server.wait(timeout=10) == 0
+    finally:
+        server.kill()
+        server.communicate()
+
+
 # (IKE version settings, UDP encapsulation forced by both sides)
 COMBINATIONS = {
     "ikev2": ({}, False),
@@ -139,6 +194,9 @@ def test_transport_mode_ping_between_outer_addresses_is_encrypted(
         a.start()  # IKE reaches b although traffic to B is steered into ipsec1 already
         wait_ready(a, b)
         assert_encrypted_ping(lab, arriving, encapsulated=forced)
+        exchange_tcp_and_udp(lab)
+        seen = arriving()
+        assert seen["clear_app"] == 0 and seen["tunnel_app"] >= 3, seen
     assert a.status()["daemon"]["dataplane"] == DATAPLANE
     peer = a.peer("tob")
     assert peer["mode"] == "transport"
