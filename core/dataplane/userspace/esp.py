@@ -12,10 +12,13 @@ One `EspSa` per SA and direction, built from a `SaSpec`:
 backend or the kernel builds the outer header, always with ToS 0.
 
 `encapsulate()` takes an IPv4 packet: tunnel mode carries it whole (next header 4);
-transport mode carries its payload with the packet's protocol as next header.
+transport mode carries its payload with the packet's protocol as next header, and takes
+IPv6 packets too when the SA's addresses are IPv6 (without extension headers: ESP would
+go between them, RFC 4303 section 3.1.1; locally sent unicast traffic has none).
 `decapsulate()` returns an IPv4 packet: tunnel mode the inner one, transport mode the
-payload under a rebuilt header from the SA's addresses.  Every dropped packet raises
-`EspDropped` (counted here by kind); a packet the SA must not send raises `EspSendRefused`.
+payload under a rebuilt header from the SA's addresses (IPv6 for IPv6 addresses).  Every
+dropped packet raises `EspDropped` (counted here by kind); a packet the SA must not send
+raises `EspSendRefused`.
 """
 
 from __future__ import annotations
@@ -60,6 +63,12 @@ _MAX_SEQ_32 = (1 << 32) - 1
 _MAX_SEQ_64 = (1 << 64) - 1
 _NO_LIMIT = 1 << 64  # a byte/packet count no SA reaches: "no hard limit" without a branch
 _PADDING = bytes(range(1, 256))  # RFC 4303 section 2.4: 1, 2, 3, ...
+_IPV6_HEADER = struct.Struct("!IHBB16s16s")  # version/class/flow, length, next, hops, addrs
+_IPV6_HEADER_SIZE = 40
+_IPV6_HOP_LIMIT = 64
+# IPv6 extension headers (IANA registry; 59 "no next header" too): transport mode here
+# carries none of them.
+_IPV6_EXTENSION_HEADERS = frozenset({0, 43, 44, 50, 51, 59, 60, 135, 139, 140, 253, 254})
 
 # The AEAD fast path packs what it needs with one call each (RFC 4106 sections 3-5):
 _HEADER_AND_IV = struct.Struct("!IIQ")  # SPI, seq low, explicit IV = the 64-bit seq
@@ -218,6 +227,7 @@ class EspSa:
         "_hard_packets",
         "_hard_reported",
         "_installed_at",
+        "_ipv6_transport",
         "_max_seq",
         "_min_length",
         "_next_seq",
@@ -261,6 +271,8 @@ class EspSa:
         self._spi = spec.spi
         self._esn = spec.esn
         self._tunnel = spec.mode is SaMode.TUNNEL
+        # Transport mode between IPv6 addresses: IPv6 packets in and out.
+        self._ipv6_transport = not self._tunnel and spec.dst.version == 6
         self._aead: AESGCM | ChaCha20Poly1305 | None = None
         self._salt = b""
         if isinstance(transform, _AeadTransform):
@@ -328,6 +340,8 @@ class EspSa:
             ):
                 raise EspSendRefused("only IPv4 packets are carried")
             payload, next_header = packet, PROTO_IPIP
+        elif self._ipv6_transport:
+            payload, next_header = _transport_payload_ipv6(packet)
         else:
             payload, next_header = _transport_payload(packet)
         self._next_seq = seq + 1
@@ -505,6 +519,8 @@ class EspSa:
             raise EspDropped(DropKind.DUMMY, "dummy packet")
         if not self._tunnel:
             src, dst = self.spec.src, self.spec.dst
+            if self._ipv6_transport:
+                return _build_ipv6_header(src, dst, next_header, len(payload)) + payload
             if not isinstance(src, ipaddress.IPv4Address) or not isinstance(
                 dst, ipaddress.IPv4Address
             ):
@@ -591,6 +607,33 @@ def _transport_payload(packet: bytes) -> tuple[bytes, int]:
     if ipv4_is_fragment(packet):
         raise EspSendRefused("transport mode cannot carry IPv4 fragments")
     return packet[header_length:total_length], packet[9]
+
+
+def _transport_payload_ipv6(packet: bytes) -> tuple[bytes, int]:
+    """(payload, next header) of an IPv6 packet for transport mode; refuses what it
+    cannot carry (not IPv6, extension headers, a length past the end)."""
+    if len(packet) < _IPV6_HEADER_SIZE or packet[0] >> 4 != 6:
+        raise EspSendRefused("only IPv6 packets are carried by an IPv6 transport-mode SA")
+    next_header = packet[6]
+    if next_header in _IPV6_EXTENSION_HEADERS:
+        raise EspSendRefused(f"transport mode cannot carry IPv6 extension header {next_header}")
+    end = _IPV6_HEADER_SIZE + (packet[4] << 8 | packet[5])
+    if end > len(packet):
+        raise EspSendRefused("IPv6 payload length does not match the packet")
+    return packet[_IPV6_HEADER_SIZE:end], next_header
+
+
+def _build_ipv6_header(
+    src: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    dst: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    next_header: int,
+    payload_length: int,
+) -> bytes:
+    if payload_length > 0xFFFF:
+        raise EspDropped(DropKind.MALFORMED, "payload too long for an IPv6 packet")
+    return _IPV6_HEADER.pack(
+        6 << 28, payload_length, next_header, _IPV6_HOP_LIMIT, src.packed, dst.packed
+    )
 
 
 def _strip_trailer(plaintext: bytes) -> tuple[int, bytes]:
