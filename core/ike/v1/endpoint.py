@@ -12,6 +12,8 @@ re-establishes peers that went down (with backoff; never for passive peers).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from core.errors import DecodeError
 from core.ike.datagram import on_wire
 from core.ike.endpoint import MAX_HALF_OPEN, PeerEndpoint, PeerState
@@ -169,12 +171,48 @@ class Ikev1Endpoint(PeerEndpoint[IsakmpSa]):
         if sa.gone:
             # Refused at once: pass on the answer and the reason, not an SA that never was.
             self.datagrams.extend(sa.pop_datagrams())
-            self.events.extend(e for e in sa.pop_events()
-                               if isinstance(e, LogMessage | ExchangeFailed))
+            self._report_refusal(sa, candidates, sa.pop_events(), remote)
             return
         self._register(sa, self._peers[sa.policy.name])
         self._half_open[(header.cky_i, remote)] = sa
         self._collect(sa, now)
+
+    def _report_refusal(self, sa: IsakmpSa, candidates: tuple[PeerPolicy, ...],
+                        events: list[IkeEvent], remote: Address) -> None:
+        """Pass on why a first phase 1 message was refused: as the `last_error` of the
+        peers it can be pinned on (`_refused_peers`), else only as a log line.  Any host
+        may send one, and a scanner must not overwrite the status of a dynamic peer."""
+        attributed = self._refused_peers(sa, candidates, remote)
+        for event in events:
+            if isinstance(event, LogMessage):
+                self.events.append(event if event.peer in attributed else
+                                   replace(event, peer=""))
+            elif isinstance(event, ExchangeFailed) and attributed:
+                self.events += [replace(event, peer=name) for name in attributed]
+            elif isinstance(event, ExchangeFailed):
+                notify = f" [{event.notify}]" if event.notify else ""
+                dynamic = ", ".join(p.name for p in candidates)
+                self._log("", "info", f"refused the {sa.exchange_mode} mode request from "
+                          f"{remote}: {event.message}{notify} (may have been meant for "
+                          f"dynamic peer(s) {dynamic})")
+
+    def _refused_peers(self, sa: IsakmpSa, candidates: tuple[PeerPolicy, ...],
+                       remote: Address) -> list[str]:
+        """The peers a refused first message is about: in aggressive mode the one peer
+        configured with the identity it carries (a dynamic one only while it is not up
+        from another address), else the peers configured with its source address."""
+        if sa.aggressive and sa.peer_id is not None:
+            by_id = [p for p in candidates if p.remote_id == sa.peer_id]
+            if len(by_id) == 1:
+                return [] if self._up_elsewhere(by_id[0], remote) else [by_id[0].name]
+        return [p.name for p in candidates if p.remote_address is not None]
+
+    def _up_elsewhere(self, policy: PeerPolicy, remote: Address) -> bool:
+        """Whether the dynamic peer `policy` holds an ISAKMP SA with another address."""
+        peer = self._peers.get(policy.name)
+        current = peer.current if peer is not None else None
+        return policy.remote_address is None and current is not None and \
+            current.is_established and current.remote.host != remote.host
 
     def _refuse(self, header: Header, kind: NotifyType, local: Address,
                 remote: Address) -> None:

@@ -13,6 +13,7 @@ from core.ike.events import (
     ExchangeFailed,
     IkeSaDown,
     IkeSaUp,
+    LogMessage,
 )
 from core.ike.v1 import natt
 from core.ike.v1.constants import (
@@ -117,9 +118,13 @@ def test_unknown_identity_is_refused() -> None:
                                     remote_id="fqdn:somebody.else"))
     pair.a.endpoint.connect("peer", Address(A_ADDR, 500), Address(B_ADDR, 500), pair.now)
     pair.deliver()
-    assert pair.b.of(ExchangeFailed)[0].notify == "INVALID_ID_INFORMATION"
+    # B answers INVALID_ID_INFORMATION; the identity is nobody's, so B only logs it.
+    assert pair.a.of(ExchangeFailed)[0].notify == "INVALID_ID_INFORMATION"
     assert pair.a.of(IkeSaDown)[0].reason == DownReason.AUTH_FAILED
-    assert not pair.b.of(IkeSaUp)
+    assert not pair.b.of(IkeSaUp) and not pair.b.of(ExchangeFailed)
+    (line,) = [e for e in pair.b.of(LogMessage) if "refused the aggressive" in e.message]
+    assert line.peer == "" and "INVALID_ID_INFORMATION" in line.message
+    assert "no peer is configured with identity a.example" in line.message
 
 
 def test_aggressive_mode_wrong_psk() -> None:
