@@ -254,6 +254,12 @@ class IkeSa(Outputs):
     def active_task(self) -> Task | None:
         return self._active.task if self._active else None
 
+    def hand_over(self, successor: IkeSa, predicate: Callable[[Task], bool]) -> None:
+        """Move the queued and deferred tasks matching `predicate` to `successor`."""
+        successor._queue.extend(t for t in self._queue if predicate(t))
+        successor._deferred += [d for d in self._deferred if predicate(d.task)]
+        self.drop_queued(predicate)
+
     def drop_queued(self, predicate: Callable[[Task], bool]) -> None:
         self._queue = deque(t for t in self._queue if not predicate(t))
         self._deferred = [d for d in self._deferred if not predicate(d.task)]

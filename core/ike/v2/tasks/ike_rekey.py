@@ -80,12 +80,25 @@ def _rekey_queued(sa: IkeSa, child: ChildSa) -> bool:
 
 def adopt(old: IkeSa, successor: IkeSa) -> None:
     """`successor` replaces `old`: the Child SAs move over and `old` waits for its DELETE.
-    A Child SA rekey still queued on `old` would be dropped there: the successor does it."""
+    A Child SA rekey still queued on `old` would be dropped there: the successor does it.
+    The other Child SA work (a DELETE of an expired SA, its replacement, an unused SA's
+    DELETE) moves with the children; a DELETE already in flight on `old` is sent again on
+    the successor, since the peer may have moved the pair away before it arrived."""
+    from core.ike.v2.tasks.child_create import ChildCreate
+    from core.ike.v2.tasks.child_delete import ChildDelete, UnusedChildDelete
+
     for child in old.children:
         if _rekey_queued(old, child):
             child.rekey_at = successor.created_at
     successor.children.extend(old.children)
+    moved = list(old.children)
     old.children = []
+    old.hand_over(successor, lambda t: isinstance(t, (ChildDelete, UnusedChildDelete)) or
+                  (isinstance(t, ChildCreate) and t.rekey_of is None))
+    active = old.active_task()
+    if isinstance(active, ChildDelete) and active.child in moved:
+        successor.queue(ChildDelete(active.child, active.reason,
+                                    keep_if_refused=active.keep_if_refused), first=True)
     old.state = IkeState.REKEYED
     old.drop_queued(lambda t: isinstance(t, IkeRekey))
     old.events.append(IkeSaRekeyed(old.info(), successor.info()))
