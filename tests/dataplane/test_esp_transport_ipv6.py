@@ -1,5 +1,6 @@
 """ESP transport mode between IPv6 addresses (RFC 4303 section 3.1.1): IPv6 packets in,
-IPv6 packets out, the header rebuilt from the SA's addresses on the way in."""
+IPv6 packets out, the header rebuilt from the SA's addresses on the way in; and which
+IPv6 packets the userspace backend takes from a TUN for it."""
 
 from __future__ import annotations
 
@@ -9,8 +10,19 @@ from dataclasses import replace
 
 import pytest
 
-from core.dataplane.model import Direction, EspAlgorithm, EspIntegrity, Lifetime, SaMode, SaSpec
+from core.dataplane.model import (
+    Direction,
+    EspAlgorithm,
+    EspIntegrity,
+    InterfaceSpec,
+    Lifetime,
+    SaMode,
+    SaSpec,
+    TransportPeer,
+)
+from core.dataplane.userspace.backend import _to_ipv6_transport_peer
 from core.dataplane.userspace.esp import DropKind, EspDropped, EspSa, EspSendRefused
+from core.dataplane.userspace.gro import PLAIN
 from core.dataplane.userspace.packet import build_ipv4_header
 
 A6 = ipaddress.IPv6Address("2001:db8::1")
@@ -22,6 +34,7 @@ SUITES = {
     ),
 }  # fmt: skip
 UDP = 17
+MLD_GROUP = ipaddress.IPv6Address("ff02::16")
 
 
 def pair(
@@ -109,3 +122,28 @@ def test_a_payload_too_long_for_ipv6_is_dropped() -> None:
         inbound.decapsulate(jumbo)
     assert dropped.value.kind is DropKind.MALFORMED
     assert inbound.counters().other_errors == 1
+
+
+@pytest.mark.parametrize(
+    ("transport", "source", "destination", "carried"),
+    [
+        (TransportPeer(B6, A6), A6, B6, True),
+        (TransportPeer(B6, None), A6, B6, True),  # no local address known: any source
+        (TransportPeer(B6, A6), ipaddress.IPv6Address("2001:db8::99"), B6, False),
+        (TransportPeer(B6, A6), ipaddress.IPv6Address("fe80::1"), MLD_GROUP, False),
+        (TransportPeer(ipaddress.IPv4Address("198.51.100.2")), A6, B6, False),
+        (None, A6, B6, False),
+    ],
+    ids=["to-peer", "any-source", "other-source", "link-local", "ipv4-peer", "tunnel-mode"],
+)
+def test_the_tun_carries_only_ipv6_between_the_transport_mode_addresses(
+    transport: TransportPeer | None,
+    source: ipaddress.IPv6Address,
+    destination: ipaddress.IPv6Address,
+    carried: bool,
+) -> None:
+    spec = InterfaceSpec(name="ipsec1", if_id=1, transport=transport)
+    packet = bytearray(ipv6_packet(bytes(8)))
+    packet[8:24], packet[24:40] = source.packed, destination.packed
+    assert _to_ipv6_transport_peer(spec, PLAIN + bytes(packet)) is carried
+    assert not _to_ipv6_transport_peer(spec, PLAIN + bytes(packet[:39]))  # too short

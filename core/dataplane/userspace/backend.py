@@ -77,6 +77,7 @@ IP_FREEBIND = 15  # linux/in.h: bind to an address not (yet) configured
 IPV6_FREEBIND = 78  # linux/in6.h
 _MAX_PACKET = 65535
 _TUN_READ_SIZE = VNET_HEADER_SIZE + _MAX_PACKET
+_IPV6_FROM_TUN = VNET_HEADER_SIZE + 40  # the shortest IPv6 packet read from a TUN
 RCVBUF_BYTES = 4 << 20
 RCVBUF_FORCE_OPTION = 33  # SO_RCVBUFFORCE: as root, past net.core.rmem_max
 
@@ -425,8 +426,10 @@ class UserspaceDataplane:
             self._send_segments(interface, segments)
 
     def _send(self, interface: _Interface, data: bytes, segments: list[bytes] | None) -> None:
-        if len(data) <= VNET_HEADER_SIZE or data[VNET_HEADER_SIZE] >> 4 != 4:
-            return  # IPv6 (link-local chatter) is not carried through the tunnel
+        if (
+            len(data) <= VNET_HEADER_SIZE or data[VNET_HEADER_SIZE] >> 4 != 4
+        ) and not _to_ipv6_transport_peer(interface.spec, data):
+            return  # other IPv6 (link-local chatter) is not carried through the tunnel
         state = interface.outbound
         if state is None:
             interface.tx_dropped_down += 1
@@ -734,6 +737,20 @@ class UserspaceDataplane:
         if spec.address is not None and spec.address.network.prefixlen < 32:
             prefixes.add(spec.address.network)
         await self._links.delete_guards(prefixes)
+
+
+def _to_ipv6_transport_peer(spec: InterfaceSpec, data: bytes) -> bool:
+    """Whether `data` (virtio_net_hdr and packet) is IPv6 between the outer addresses of a
+    transport-mode interface: the only IPv6 an interface carries."""
+    transport = spec.transport
+    if transport is None or transport.remote.version != 6 or len(data) < _IPV6_FROM_TUN:
+        return False
+    header = data[VNET_HEADER_SIZE : VNET_HEADER_SIZE + 40]
+    return (
+        header[0] >> 4 == 6
+        and header[24:40] == transport.remote.packed
+        and (transport.local is None or header[8:24] == transport.local.packed)
+    )
 
 
 def _check_interface(spec: InterfaceSpec) -> None:
