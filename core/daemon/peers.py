@@ -86,25 +86,6 @@ def _transport_of(peer: PeerRuntime) -> TransportPeer | None:
     return TransportPeer(remote=remote_ip, local=local_ip)
 
 
-# Dataplanes whose transport mode carries IPv4 only: the userspace one's TUN carries no
-# IPv6 (SPEC), so traffic between IPv6 outer addresses would enter ipsecN and be dropped.
-IPV4_ONLY_TRANSPORT = frozenset({"userspace"})
-
-
-def transport_refusal(config: PeerConfig, dataplane: str, remote: IPAddress | None) -> str | None:
-    """Why the `dataplane` cannot carry this transport-mode peer's traffic to `remote`
-    (None: it can, or the peer is in tunnel mode, or its address is not known yet)."""
-    if config.mode is not SaMode.TRANSPORT or dataplane not in IPV4_ONLY_TRANSPORT:
-        return None
-    if remote is None or remote.version == 4:
-        return None
-    return (
-        f"transport mode with an IPv6 outer address ({remote}) cannot carry traffic on the "
-        f"{dataplane} dataplane (IPv4 only): traffic to the peer is dropped, no SA is "
-        "installed; use the kernel dataplane or tunnel mode"
-    )
-
-
 def _describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
@@ -128,8 +109,6 @@ class Glue:
         except DataplaneError as error:
             self._failed(peer, f"cannot create {spec.name}", error, now)
             return
-        if spec.transport is not None:
-            self._refuse_transport(peer, spec.transport.remote, now)
         await self.sync_routes(peer, now)
 
     async def update(
@@ -197,8 +176,6 @@ class Glue:
         except (UsageError, ValueError) as error:
             self._failed(peer, "cannot install a Child SA", error, now)
             return
-        if self._refuse_transport(peer, sas.outbound.dst, now):
-            return  # the interface keeps dropping the traffic, as with no tunnel
         await self._follow_transport(peer, sas.outbound, now)
         record = ChildRecord(event.info, sas)
         peer.children[event.info.spi_in] = record
@@ -285,14 +262,6 @@ class Glue:
         except DataplaneError as error:
             self._failed(peer, f"cannot set {peer.interface.name} {'up' if up else 'down'}",
                          error, now)  # fmt: skip
-
-    def _refuse_transport(self, peer: PeerRuntime, remote: IPAddress, now: float) -> bool:
-        """Record (and log once) why the dataplane cannot carry this peer's traffic."""
-        reason = transport_refusal(peer.config, self.dataplane.name, remote)
-        if reason is not None and peer.last_error != reason:
-            peer.error(reason, now)
-            log.error("peer %s: %s", peer.name, reason, extra={"peer": peer.name})
-        return reason is not None
 
     def _failed(self, peer: PeerRuntime, what: str, error: BaseException, now: float) -> None:
         message = f"{what}: {_describe(error)}"
