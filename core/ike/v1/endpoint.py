@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from core.errors import DecodeError
-from core.ike.datagram import on_wire
 from core.ike.endpoint import MAX_HALF_OPEN, PeerEndpoint, PeerState
 from core.ike.events import (
     Address,
@@ -31,11 +30,11 @@ from core.ike.policy import PeerPolicy
 from core.ike.rekey import rekey_retry_time
 from core.ike.v1 import informational
 from core.ike.v1.child import ChildSa, ChildState
-from core.ike.v1.constants import ExchangeType, NotifyType, PayloadType, ProtocolId
+from core.ike.v1.constants import ExchangeType, NotifyType
 from core.ike.v1.errors import IsakmpError
-from core.ike.v1.message import Header, Message, encode_message, peek_header
-from core.ike.v1.payloads import NotifyPayload
+from core.ike.v1.message import Header, peek_header
 from core.ike.v1.sa import ZERO_COOKIE, Datagram, IsakmpSa, SaState
+from core.ike.v1.stray import opens_phase1, refusal
 
 REPLACED_SA_GRACE = 10.0  # seconds before a replaced ISAKMP SA is deleted (as strongSwan)
 _Peer = PeerState[IsakmpSa]
@@ -123,8 +122,7 @@ class Ikev1Endpoint(PeerEndpoint[IsakmpSa]):
         except (IsakmpError, DecodeError) as error:
             self._log("", "debug", f"dropped a malformed ISAKMP message from {remote}: {error}")
             return
-        if header.cky_r == ZERO_COOKIE and header.exchange in (
-                ExchangeType.MAIN, ExchangeType.AGGRESSIVE):
+        if opens_phase1(header):
             self._receive_first(header, data, local, remote, now)
             return
         sa = self._lookup(header)
@@ -161,7 +159,8 @@ class Ikev1Endpoint(PeerEndpoint[IsakmpSa]):
         candidates = self._candidates(local, remote)
         if not candidates:
             self._log("", "info", f"phase 1 request from {remote}: no peer configured for it")
-            self._refuse(header, NotifyType.NO_PROPOSAL_CHOSEN, local, remote)
+            self.datagrams.append(refusal(header, NotifyType.NO_PROPOSAL_CHOSEN, local, remote,
+                                          self.rng))
             return
         sa = IsakmpSa(candidates[0], initiator=False, cky_i=header.cky_i,
                       cky_r=self._new_spi(), local=local, remote=remote, rng=self.rng,
@@ -213,14 +212,6 @@ class Ikev1Endpoint(PeerEndpoint[IsakmpSa]):
         current = peer.current if peer is not None else None
         return policy.remote_address is None and current is not None and \
             current.is_established and current.remote.host != remote.host
-
-    def _refuse(self, header: Header, kind: NotifyType, local: Address,
-                remote: Address) -> None:
-
-        message = Message(header.cky_i, ZERO_COOKIE, ExchangeType.INFORMATIONAL,
-                          int.from_bytes(self.rng.bytes(4), "big"),
-                          [(PayloadType.NOTIFY, NotifyPayload(kind, ProtocolId.ISAKMP))])
-        self.datagrams.append(Datagram(on_wire(encode_message(message), local), local, remote))
 
     # ------------------------------------------------------------------ bookkeeping -
     def _peer_of(self, sa: IsakmpSa) -> _Peer | None:
