@@ -26,6 +26,7 @@ from core.ike.errors import (
     TemporaryFailure,
 )
 from core.ike.events import ChildSaInstalled, DownReason
+from core.ike.rekey import REKEY_RETRY_STEPS
 from core.ike.v2 import proposals
 from core.ike.v2 import ts as ts_mod
 from core.ike.v2.child import ChildSa, ChildState
@@ -52,7 +53,9 @@ from core.ike.v2.tasks.common import (
 if TYPE_CHECKING:
     from core.ike.v2.sa import IkeSa
 
-RETRY_DELAY = (2.0, 5.0)  # a new Child SA after TEMPORARY_FAILURE, seconds (random)
+# A new Child SA answered TEMPORARY_FAILURE is tried again after the rekey backoff steps;
+# after this many such answers in a row the peer is taken to refuse it.
+MAX_TEMPORARY_FAILURES = 5
 
 
 def retry_rekey_later(sa: IkeSa, child: ChildSa, now: float) -> None:
@@ -67,6 +70,9 @@ def retry_rekey_later(sa: IkeSa, child: ChildSa, now: float) -> None:
         sa.log("info", f"rekey of Child SA {child.spi_in:08x} failed "
                f"({child.rekey_failures} in a row): trying again in "
                f"{child.rekey_at - now:.1f} s")
+    else:
+        sa.log("info", f"rekey of Child SA {child.spi_in:08x} failed: no time left to retry "
+               "the rekey; the expiry will replace it")
 
 
 def _has_usable_child(sa: IkeSa) -> bool:
@@ -89,10 +95,16 @@ class ChildCreate(Task):
     exchange = ExchangeType.CREATE_CHILD_SA
 
     def __init__(self, rekey_of: ChildSa | None = None, group: DhGroup | None = None, *,
-                 replacement: bool = False) -> None:
+                 replacement: bool = False, temporary_failures: int = 0,
+                 groups_named: tuple[DhGroup, ...] = ()) -> None:
         self.rekey_of = rekey_of
         self.group = group
         self.replacement = replacement
+        # TEMPORARY_FAILURE answers to this new Child SA so far (its earlier tries).
+        self.temporary_failures = temporary_failures
+        # DH groups the peer asked for (INVALID_KE_PAYLOAD) in earlier tries: a peer
+        # naming one again goes round in circles, which is taken as a refusal.
+        self.groups_named = groups_named
         self.spi_in = 0
         self.nonce_i = b""
         self.key_exchange: KeyExchange | None = None
@@ -217,18 +229,22 @@ class ChildCreate(Task):
                 old.state = ChildState.REKEYED  # the peer's rekey of it went through
                 return
             # RFC 7296 2.25: the peer is busy (a crossing exchange); try again shortly.
-            sa.log("info", "peer answered TEMPORARY_FAILURE; retrying the Child SA later")
             if old is not None:
+                sa.log("info", "peer answered TEMPORARY_FAILURE; retrying the rekey later")
                 retry_rekey_later(sa, old, now)
-            else:
-                sa.defer(ChildCreate(None, self.group, replacement=self.replacement),
-                         now + sa.rng.uniform(*RETRY_DELAY))
-            return
+                return
+            if self.temporary_failures + 1 < MAX_TEMPORARY_FAILURES:
+                self._retry_new_later(sa, now)
+                return
+            # Busy that often: the peer does not want it (the failure path below).
         if kind == NotifyType.INVALID_KE_PAYLOAD and len(data) == 2:
             wanted = int.from_bytes(data, "big")
             if any(wanted in spec.dh for spec in sa.policy.esp_proposals) and \
-                    wanted != (self.group or _pfs_group(sa)):
-                sa.queue(ChildCreate(old, DhGroup(wanted), replacement=self.replacement),
+                    wanted != (self.group or _pfs_group(sa)) and \
+                    wanted not in self.groups_named:
+                sa.queue(ChildCreate(old, DhGroup(wanted), replacement=self.replacement,
+                                     temporary_failures=self.temporary_failures,
+                                     groups_named=(*self.groups_named, DhGroup(wanted))),
                          first=True)
                 return
         if kind == NotifyType.CHILD_SA_NOT_FOUND and old is not None:
@@ -240,6 +256,18 @@ class ChildCreate(Task):
             sa.queue(ChildCreate(replacement=True), first=True)
             return
         raise IkeError(f"peer refused CREATE_CHILD_SA: {notify_name(kind)}")
+
+    def _retry_new_later(self, sa: IkeSa, now: float) -> None:
+        """RFC 7296 2.25: the peer is busy (a crossing exchange); try the new Child SA
+        again after a growing, jittered delay."""
+        failures = self.temporary_failures + 1
+        step = REKEY_RETRY_STEPS[min(failures - 1, len(REKEY_RETRY_STEPS) - 1)]
+        delay = step * sa.rng.uniform(0.8, 1.2)
+        sa.log("info", f"peer answered TEMPORARY_FAILURE ({failures} in a row); retrying "
+               f"the new Child SA in {delay:.1f} s")
+        sa.defer(ChildCreate(None, self.group, replacement=self.replacement,
+                             temporary_failures=failures, groups_named=self.groups_named),
+                 now + delay)
 
     def failed(self, sa: IkeSa, error: IkeError, now: float) -> None:
         from core.ike.v2.tasks.child_delete import UnusedChildDelete

@@ -49,6 +49,9 @@ def retry_ike_rekey_later(sa: IkeSa, now: float) -> None:
     if sa.rekey_at is not None:
         sa.log("info", f"IKE SA rekey failed ({sa.rekey_failures} in a row): trying again "
                f"in {sa.rekey_at - now:.1f} s")
+    else:
+        sa.log("info", "IKE SA rekey failed: no time left to retry the rekey; the expiry "
+               "will replace it")
 
 
 def _successor(sa: IkeSa, *, initiator: bool, spi_i: bytes, spi_r: bytes, nonce_i: bytes,
@@ -107,8 +110,12 @@ def adopt(old: IkeSa, successor: IkeSa) -> None:
 class IkeRekey(Task):
     exchange = ExchangeType.CREATE_CHILD_SA
 
-    def __init__(self, group: DhGroup | None = None) -> None:
+    def __init__(self, group: DhGroup | None = None,
+                 groups_named: tuple[DhGroup, ...] = ()) -> None:
         self.group = group
+        # DH groups the peer asked for (INVALID_KE_PAYLOAD) in earlier tries: a peer
+        # naming one again goes round in circles, which is taken as a refusal.
+        self.groups_named = groups_named
         self.spi = b""
         self.nonce = b""
         self.key_exchange: KeyExchange | None = None
@@ -193,8 +200,9 @@ class IkeRekey(Task):
         if kind == NotifyType.INVALID_KE_PAYLOAD and len(data) == 2:
             wanted = int.from_bytes(data, "big")
             if any(wanted in spec.dh for spec in sa.policy.ike_proposals) and \
-                    wanted != self.group:
-                sa.queue(IkeRekey(DhGroup(wanted)), first=True)
+                    wanted != self.group and wanted not in self.groups_named:
+                sa.queue(IkeRekey(DhGroup(wanted), (*self.groups_named, DhGroup(wanted))),
+                         first=True)
                 return
         raise IkeError(f"peer refused the IKE SA rekey: {notify_name(kind)}")
 
