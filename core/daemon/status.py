@@ -14,17 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.daemon.bus import address_json, esp_spi
 from core.daemon.peers import PeerRuntime
 from core.daemon.timers import iso_time
 from core.dataplane.model import InterfaceCounters, SaCounters
-from core.ike.engines import AnySa
-from core.ike.v1.child import ChildSa as IpsecSa
 from core.ike.v2.child import ChildSa
 from core.ike.v2.state import IkeState
 from core.ike.v2.ts import describe
+
+if TYPE_CHECKING:  # annotations only: a daemon without IKEv1 peers never imports IKEv1
+    from core.ike.engines import AnySa
+    from core.ike.v1.child import ChildSa as IpsecSa
 
 JsonDict = dict[str, Any]
 
