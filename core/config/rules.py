@@ -51,6 +51,15 @@ def check_peer_rules(path: KeyPath, values: Mapping[str, Any], add: AddProblem) 
         )
     if (local_dynamic or remote_dynamic) and values.get("mode") is SaMode.TRANSPORT:
         add((*path, "mode"), 'transport mode needs fixed local and remote addresses, not "dynamic"')
+    ipv6 = [values.get(key) for key in ("local_address", "remote_address")]
+    if version == 1 and values.get("mode") is SaMode.TRANSPORT and any(
+        isinstance(address, ipaddress.IPv6Address) for address in ipv6
+    ):
+        add(
+            (*path, "mode"),
+            "IKEv1 transport mode works between IPv4 addresses only (its quick mode has no "
+            "IPv6 host selectors here); use ike_version = 2",
+        )
     if remote_dynamic and values.get("remote_id") == "":
         add(
             (*path, "remote_id"),

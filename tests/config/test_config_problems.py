@@ -251,6 +251,19 @@ CASES: list[tuple[str, str, list[str]]] = [
         ['10: peer[0].mode: transport mode needs fixed local and remote addresses, not "dynamic"'],
     ),
     (
+        "ikev1-transport-ipv6",
+        config_text(
+            local_address='"2001:db8::1"',
+            remote_address='"2001:db8::2"',
+            ike_version="1",
+            mode='"transport"',
+        ),
+        [
+            "10: peer[0].mode: IKEv1 transport mode works between IPv4 addresses only (its "
+            "quick mode has no IPv6 host selectors here); use ike_version = 2"
+        ],
+    ),
+    (
         "ikev1-main-dynamic",
         config_text(
             remote_address='"dynamic"',
