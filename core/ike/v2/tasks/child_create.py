@@ -301,6 +301,8 @@ def respond_create_child(sa: IkeSa, message: Message, now: float) -> Payloads:
     old = _rekeyed_child(sa, message)
     if old is not None and old.state in (ChildState.REKEYED, ChildState.DELETING):
         raise TemporaryFailure(f"Child SA {old.spi_in:08x} is being closed")
+    if old is None and _own_new_child_wins(sa):
+        raise TemporaryFailure("our own new Child SA is under way")
     sa_payload = message.get(PayloadType.SA)
     if not isinstance(sa_payload, SaPayload):
         raise InvalidSyntax("CREATE_CHILD_SA request without an SA payload")
@@ -349,6 +351,20 @@ def respond_create_child(sa: IkeSa, message: Message, now: float) -> Payloads:
         payloads.append((PayloadType.KE, response_ke))
     payloads += [(PayloadType.TSI, tsi), (PayloadType.TSR, tsr)]
     return payloads
+
+
+def _own_new_child_wins(sa: IkeSa) -> bool:
+    """Whether the peer's request for a new Child SA crosses ours and ours goes first.
+
+    When a Child SA expires at the same time on both sides (equal lifetimes, every rekey
+    refused), both create a replacement; installing both would leave two SA pairs for the
+    same selectors for good.  Only one side keeps its request: the original initiator of
+    the IKE SA (both sides agree on it) answers the crossing request TEMPORARY_FAILURE, the
+    other side accepts the initiator's.  The refused side's retry then finds a usable Child
+    SA and is dropped (see `ChildCreate.can_start`).  This is simpler to get right than
+    settling two installed pairs afterwards, and costs no wait in the usual case."""
+    active = sa.active_task()
+    return sa.initiator and isinstance(active, ChildCreate) and active.rekey_of is None
 
 
 def _rekeyed_child(sa: IkeSa, message: Message) -> ChildSa | None:
