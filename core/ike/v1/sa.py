@@ -47,6 +47,7 @@ KEEPALIVE_INTERVAL = 20.0
 REPLAY_HOLDOFF = 1.0  # seconds between two replays of the same cached answer
 ZERO_COOKIE = bytes(8)
 MAX_FINISHED_QUICK = 8  # finished quick modes kept to answer retransmissions
+REPLACE_WAIT = 10.0  # seconds the side not replacing an expired IPsec SA waits to look again
 
 __all__ = ["Datagram", "IkeState", "IsakmpSa", "SaState"]
 
@@ -116,6 +117,9 @@ class IsakmpSa(Outputs):
         self.last_sent = now
         self.children: list[ChildSa] = []
         self.retire_children: list[tuple[float, ChildSa]] = []  # old SAs to delete after a rekey
+        # When to look again whether an IPsec SA that expired without a successor needs a
+        # new quick mode from us (the peer was to negotiate it: see `_replace_expired`).
+        self.replace_check_at: float | None = None
         self.send_initial_contact = False
         self.initial_contact_received = False
         self.rekey_requested = False  # the endpoint starts a new phase 1 (IKEv1 has no rekey)
@@ -346,6 +350,8 @@ class IsakmpSa(Outputs):
                     deadlines.append(child.rekey_at)
                 deadlines.append(child.expire_at)
             deadlines += [at for at, _child in self.retire_children]
+            if self.replace_check_at is not None:
+                deadlines.append(self.replace_check_at)
         return min(deadlines) if deadlines else None
 
     def _keepalive_due(self) -> float | None:
@@ -397,6 +403,9 @@ class IsakmpSa(Outputs):
         self.retire_children = [(at, c) for at, c in self.retire_children if at > now]
         for child in due:
             self.delete_child(child, "rekeyed", now)
+        if self.replace_check_at is not None and now >= self.replace_check_at:
+            self.replace_check_at = None
+            self._replace_if_bare(now, "the peer did not replace the expired IPsec SA")
         for child in list(self.children):
             if now >= child.expire_at:
                 self.delete_child(child, "lifetime expired", now,
@@ -409,16 +418,34 @@ class IsakmpSa(Outputs):
                     self.start_quick_mode(now, rekey_of=child)
 
     def _replace_expired(self, child: ChildSa, now: float) -> None:
-        """An IPsec SA ran out: if nothing took over from it (all its rekeys failed) and
-        no quick mode of ours is under way, negotiate a new one so the tunnel returns."""
+        """An IPsec SA ran out: if nothing took over from it (all its rekeys failed), a new
+        quick mode brings the tunnel back.
+
+        With equal lifetimes both sides' SAs expire together; were both to negotiate a
+        replacement, two SA pairs would stay installed for the same selectors (and the
+        responder would take later rekeys for the wrong one).  So only one side, chosen
+        the same way on both, negotiates at once: the one whose inbound SPI of the expired
+        pair is the lower.  The other looks again after REPLACE_WAIT and negotiates only
+        if still nothing carries the traffic (the peer is passive, or its try failed)."""
+        if self.policy.passive or self.state != SaState.ESTABLISHED:
+            return
+        if child.spi_in > child.spi_out:
+            self.log("info", f"IPsec SA {child.spi_in:08x} expired without a successor: "
+                     f"the peer negotiates a new one (checking again in {REPLACE_WAIT:.0f} s)")
+            self.replace_check_at = now + REPLACE_WAIT
+            return
+        self._replace_if_bare(now, f"IPsec SA {child.spi_in:08x} expired without a successor")
+
+    def _replace_if_bare(self, now: float, why: str) -> None:
+        """Negotiate a new IPsec SA unless one carries the traffic or our quick mode is
+        under way."""
         from core.ike.v1.quick import has_usable_child
 
         if self.policy.passive or self.state != SaState.ESTABLISHED or \
                 has_usable_child(self) or \
                 any(q.initiator and not q.finished for q in self.quick.values()):
             return
-        self.log("warning", f"IPsec SA {child.spi_in:08x} expired without a successor: "
-                 "negotiating a new one")
+        self.log("warning", f"{why}: negotiating a new one")
         self.start_quick_mode(now)
 
     def note_inbound_traffic(self, now: float) -> None:
