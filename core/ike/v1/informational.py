@@ -138,6 +138,8 @@ def _unprotected(sa: IsakmpSa, message: Message, now: float) -> None:
 
 
 def _on_delete(sa: IsakmpSa, payload: DeletePayload, now: float) -> None:
+    from core.ike.v1.child import ChildState
+    from core.ike.v1.quick import has_usable_child
     from core.ike.v1.sa import SaState
 
     if payload.protocol == ProtocolId.ISAKMP:
@@ -162,7 +164,19 @@ def _on_delete(sa: IsakmpSa, payload: DeletePayload, now: float) -> None:
         if found is None:
             sa.log("debug", f"peer deleted unknown IPsec SA {value:08x}")
             continue
+        current = found.state in (ChildState.INSTALLED, ChildState.REKEYING)
         owner.remove_child(found, "deleted by peer")
+        if current and not has_usable_child(owner):
+            # The peer deleted the SA that carried the traffic (not one being replaced:
+            # those we delete ourselves, and remove at once).  E.g. a passive responder
+            # that never got our HASH(3) drops the SA that replaced the one we retired.
+            # A route-based interface keeps its tunnel, so with nothing left we negotiate
+            # a new one even when the peer meant it (strongSwan does so only with
+            # close_action=restart; a peer closing for good deletes the ISAKMP SA too).
+            # An active peer usually negotiates one itself right after its DELETE: wait a
+            # little for it, so that two crossing quick modes do not leave two pairs.
+            owner.replace_later(now, f"the peer deleted IPsec SA {found.spi_in:08x}, the "
+                                "last one")
 
 
 def _on_notify(sa: IsakmpSa, note: NotifyPayload, probing: bool, now: float) -> None:

@@ -292,9 +292,16 @@ class QuickMode(Exchange):
                                       else b"")
         if not self.initiator:
             if self.child is not None:
+                replaced = self.child.replaces
+                if replaced is not None and replaced in sa.children and \
+                        replaced.state == ChildState.REKEYED:
+                    # Its successor never got confirmed: the old SA carries on (the peer
+                    # may still delete it, which then leaves us to renegotiate).
+                    replaced.state = ChildState.INSTALLED
                 # The peer installed it both ways and may send on it: tell it we do not.
                 sa.delete_child(self.child, "quick mode not confirmed", now)
-                _renegotiate_if_bare(sa, now)
+                renegotiate_if_bare(sa, now, "no IPsec SA left after an unconfirmed "
+                                    "quick mode")
             return
         old = self.rekey_of
         owner = _owner_of(sa, old) if old is not None else None
@@ -414,15 +421,16 @@ def has_usable_child(sa: IsakmpSa) -> bool:
     return any(c.state in (ChildState.INSTALLED, ChildState.REKEYING) for c in sa.children)
 
 
-def _renegotiate_if_bare(sa: IsakmpSa, now: float) -> None:
-    """The peer's quick mode never got confirmed (its HASH(3) was lost) and it may have
-    deleted the SA it replaced: with no IPsec SA left, negotiate one ourselves."""
+def renegotiate_if_bare(sa: IsakmpSa, now: float, why: str) -> None:
+    """With no IPsec SA left (the peer's quick mode never got confirmed, or the peer
+    deleted the one carrying the traffic), negotiate one ourselves, unless we are passive
+    or a quick mode of ours is under way."""
     from core.ike.v1.sa import SaState
 
     if sa.policy.passive or sa.state != SaState.ESTABLISHED or has_usable_child(sa) or \
             any(q.initiator and not q.finished for q in sa.quick.values()):
         return
-    sa.log("warning", "no IPsec SA left after an unconfirmed quick mode: negotiating one")
+    sa.log("warning", f"{why}: negotiating one")
     sa.start_quick_mode(now)
 
 

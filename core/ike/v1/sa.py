@@ -405,7 +405,7 @@ class IsakmpSa(Outputs):
             self.delete_child(child, "rekeyed", now)
         if self.replace_check_at is not None and now >= self.replace_check_at:
             self.replace_check_at = None
-            self._replace_if_bare(now, "the peer did not replace the expired IPsec SA")
+            self._replace_if_bare(now, "still no IPsec SA from the peer")
         for child in list(self.children):
             if now >= child.expire_at:
                 self.delete_child(child, "lifetime expired", now,
@@ -430,11 +430,18 @@ class IsakmpSa(Outputs):
         if self.policy.passive or self.state != SaState.ESTABLISHED:
             return
         if child.spi_in > child.spi_out:
-            self.log("info", f"IPsec SA {child.spi_in:08x} expired without a successor: "
-                     f"the peer negotiates a new one (checking again in {REPLACE_WAIT:.0f} s)")
-            self.replace_check_at = now + REPLACE_WAIT
+            self.replace_later(now, f"IPsec SA {child.spi_in:08x} expired without a "
+                               "successor: the peer negotiates a new one")
             return
         self._replace_if_bare(now, f"IPsec SA {child.spi_in:08x} expired without a successor")
+
+    def replace_later(self, now: float, why: str) -> None:
+        """Leave a new IPsec SA to the peer for REPLACE_WAIT, then negotiate one ourselves
+        if still none carries the traffic."""
+        if self.policy.passive or self.state != SaState.ESTABLISHED:
+            return
+        self.log("info", f"{why} (checking again in {REPLACE_WAIT:.0f} s)")
+        self.replace_check_at = now + REPLACE_WAIT
 
     def _replace_if_bare(self, now: float, why: str) -> None:
         """Negotiate a new IPsec SA unless one carries the traffic or our quick mode is
