@@ -414,6 +414,9 @@ def retry_rekey_later(sa: IsakmpSa, child: ChildSa, now: float) -> None:
         sa.log("info", f"rekey of IPsec SA {child.spi_in:08x} failed "
                f"({child.rekey_failures} in a row): trying again in "
                f"{child.rekey_at - now:.1f} s")
+    else:
+        sa.log("info", f"rekey of IPsec SA {child.spi_in:08x} failed: no time left to retry "
+               "the rekey; the expiry will replace it")
 
 
 def has_usable_child(sa: IsakmpSa) -> bool:

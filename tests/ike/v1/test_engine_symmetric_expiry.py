@@ -1,5 +1,6 @@
 """IKEv1: an IPsec SA expiring on both sides at once (equal lifetimes, rekeys refused) is
-replaced by one quick mode, not one from each side (which left two SA pairs for good)."""
+replaced by one quick mode, not one from each side (which left two SA pairs for good); a
+rekey failing too close to the expiry to be retried says so."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from core.ike.events import IkeSaDown
+from core.ike.events import IkeSaDown, LogMessage
 from core.ike.v1 import proposals, quick
 from core.ike.v1.errors import NoProposalChosen
 from core.ike.v1.sa import REPLACE_WAIT
@@ -68,3 +69,14 @@ def test_passive_peer_leaves_the_replacement_to_us_within_the_wait(
     assert len(expired(pair.a)) == 1
     assert len(live_children(pair.a)) == 1
     assert_one_pair(pair)
+
+
+def test_no_time_left_to_retry_a_rekey_is_logged(monkeypatch: pytest.MonkeyPatch) -> None:
+    p = policy(dpd_interval=0, child_lifetime=600)
+    pair = Pair(p, mirror(p, passive=True))
+    pair.connect()
+    expiry = _expiry(pair)
+    _refuse_quick_modes_until(monkeypatch, pair, pair.now, expiry + 1)
+    pair.advance(expiry - pair.now)
+    notes = [e.message for e in pair.a.of(LogMessage) if "no time left" in e.message]
+    assert len(notes) == 1 and "the expiry will replace it" in notes[0]
