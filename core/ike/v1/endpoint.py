@@ -61,10 +61,11 @@ class Ikev1Endpoint(PeerEndpoint[IsakmpSa]):
 
     def rekey(self, name: str, now: float, *, ike: bool = False) -> bool:
         """Rekey the peer's IPsec SAs (quick mode) or its ISAKMP SA (a new phase 1).
-        False: nothing to rekey."""
+        False: nothing to rekey, or the peer is passive (it never initiates: the other
+        side rekeys)."""
         peer = self._peers.get(name)
         sa = peer.current if peer else None
-        if peer is None or sa is None or not sa.is_established:
+        if peer is None or sa is None or not sa.is_established or peer.policy.passive:
             return False
         if ike:
             if not any(s.replaces is sa and not s.gone for s in peer.sas):
