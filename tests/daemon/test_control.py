@@ -21,6 +21,7 @@ from core.daemon.control.client import (
 from core.daemon.control.commands import Commands
 from core.daemon.control.protocol import MAX_LINE
 from core.daemon.control.server import ControlServer, ControlSocketError
+from core.errors import UsageError
 from tests.daemon.harness import Lab, Node, config_text, peer_toml, settle, state, wait_for
 
 A, B = "198.51.100.1", "198.51.100.2"
@@ -49,7 +50,7 @@ class Rig:
             (A,),
             config_text(self.socket, peer_toml("tob", "ipsec1", A, B, routes=["10.2.0.0/24"])),
         )
-        self.lab.node(
+        self.b: Node = self.lab.node(
             "b",
             (B,),
             config_text(tmp_path / "b.sock", peer_toml("toa", "ipsec1", B, A, passive=True)),
@@ -259,3 +260,17 @@ def test_a_second_daemon_cannot_take_a_live_socket(tmp_path: Path) -> None:
         assert not (tmp_path / "stale.sock").exists()
 
     asyncio.run(scenario())
+
+
+def test_a_passive_peer_is_not_rekeyed_on_command_and_says_why(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with Rig(tmp_path) as rig:
+            before = dict(rig.b.dataplane.sas)
+            with pytest.raises(UsageError, match="toa is passive: it never initiates"):
+                await rig.b.daemon.operations.rekey("toa")
+            await settle(rig.b.daemon)
+            assert rig.b.dataplane.sas == before  # nothing was negotiated
+            assert state(rig.b.daemon, "toa") == "up"
+
+    asyncio.run(scenario())
+
