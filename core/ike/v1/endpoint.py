@@ -283,11 +283,16 @@ class Ikev1Endpoint(PeerEndpoint[IsakmpSa]):
             peer.local, peer.remote = sa.local, sa.remote
         others = [s for s in peer.sas if s is not sa and not s.gone and
                   s.state in (SaState.ESTABLISHED, SaState.REKEYED)]
+        for pending in [s for s in peer.sas if s is not sa and s.state == SaState.CONNECTING]:
+            pending.send_initial_contact = False  # no longer our first contact
         if sa.initial_contact_received:
-            for other in others:
+            # The peer restarted: what we hold from before is stale.  An SA negotiated at
+            # the same time as this one is not (the peer began both before either was
+            # up): the collision rule below settles it the same way on both sides.
+            for other in [o for o in others if o not in sa.concurrent]:
                 other.destroy(DownReason.REPLACED, now, detail="peer sent INITIAL-CONTACT")
                 self._collect(other, now, peer)
-            others = []
+            others = [o for o in others if o in sa.concurrent]
         active = [s for s in others if s.state == SaState.ESTABLISHED]
         if not active:
             self.events.append(IkeSaUp(sa.info()))

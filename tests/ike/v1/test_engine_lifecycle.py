@@ -427,3 +427,34 @@ def test_main_mode_replacement_deletes_the_old_sa_at_once() -> None:
     pair.deliver()
     assert _informationals(pair, "a", old.cookies, mark) == 1
     assert len(pair.a.endpoint._sas) == 1 and len(pair.b.endpoint._sas) == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_collision_whose_initial_contact_arrives_late_still_converges(seed: int) -> None:
+    """Both sides start phase 1 at once; B's main mode message 5 (with INITIAL-CONTACT:
+    B had no SA when it started) is lost once, so A's SA is up on both sides before B's
+    retransmission arrives.  That INITIAL-CONTACT belongs to a colliding SA, not to a
+    restart: the collision rule (lowest initiator cookie) must decide on both sides, or
+    each keeps a different ISAKMP SA and DPD declares the peer dead (seen in CI under loss)."""
+    p = policy(dpd_interval=0)
+    pair = Pair(p, mirror(p), seed=seed)
+    pair.a.endpoint.connect("peer", Address(A_ADDR, 500), Address(B_ADDR, 500), pair.now)
+    pair.b.endpoint.connect("peer", Address(B_ADDR, 500), Address(A_ADDR, 500), pair.now)
+    (b_own,) = list(pair.b.endpoint._sas.values())
+    lost: list[bytes] = []
+
+    def drop(side: Side, data: bytes) -> bool:
+        if side is pair.b and not lost and data[:8] == b_own.cky_i and data[19] & 1:
+            lost.append(data)  # B's first encrypted message of its own SA: message 5
+            return True
+        return False
+
+    pair.drop = drop
+    pair.deliver()
+    assert lost
+    pair.advance(30)
+    sa_a, sa_b = pair.a.endpoint.current_sa("peer"), pair.b.endpoint.current_sa("peer")
+    assert sa_a is not None and sa_b is not None
+    assert (sa_a.cky_i, sa_a.cky_r) == (sa_b.cky_i, sa_b.cky_r)
+    ins = {c.spi_in for c in sa_a.children if c.state.value == "installed"}
+    assert ins and ins == {c.spi_out for c in sa_b.children if c.state.value == "installed"}
