@@ -233,6 +233,13 @@ class XfrmDataplane:
     def _redirect(self, spec: InterfaceSpec) -> None:
         if spec.transport is None:
             self._redirects.remove(spec.name)
+        elif spec.transport.remote.version == 6:
+            # The tc redirect carried no IPv6 traffic in the QEMU guest (the peer never came
+            # up); refused rather than left to fail silently.  The userspace dataplane does.
+            raise RedirectError(
+                f"{spec.name}: transport mode with IPv6 outer addresses is not supported on "
+                "the kernel dataplane yet (use tunnel mode, or dataplane = \"userspace\")"
+            )
         else:
             self._redirects.add(spec.name, spec.if_id, spec.transport)
 
