@@ -3,15 +3,12 @@ toward a destination, and the address unnumbered tunnels borrow."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.integration.netlab import python_in, scratch_namespace
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.root, pytest.mark.netns]
@@ -39,29 +36,18 @@ asyncio.run(main())
 
 @pytest.fixture
 def namespace() -> Iterator[str]:
-    name = f"rbnetinfo-{os.getpid() % 100000}-{time.monotonic_ns() % 100000}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for command in (
-            "link add veth0 type veth peer name veth1",
-            "link set lo up", "link set veth0 up", "link set veth1 up",
-            "addr add 198.51.100.1/24 dev veth0", "addr add 198.51.100.9/24 dev veth0",
-            "route add default via 198.51.100.254 dev veth0",
-        ):  # fmt: skip
-            subprocess.run(["ip", "-n", name, *command.split()], check=True)
+    with scratch_namespace(
+        "rbnetinfo",
+        "link add veth0 type veth peer name veth1",
+        "link set lo up", "link set veth0 up", "link set veth1 up",
+        "addr add 198.51.100.1/24 dev veth0", "addr add 198.51.100.9/24 dev veth0",
+        "route add default via 198.51.100.254 dev veth0",
+    ) as name:  # fmt: skip
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def test_sources_from_the_kernel(namespace: str) -> None:
-    result = subprocess.run(
-        ["ip", "netns", "exec", namespace, sys.executable, "-c", SCRIPT],
-        capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
-        timeout=60, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    answers = json.loads(result.stdout)
+    answers = python_in(namespace, SCRIPT)
     assert answers["unnumbered "] == "198.51.100.1"  # the default route's interface, first
     assert answers["unnumbered veth0"] == "198.51.100.1"
     assert answers["unnumbered veth1"] == "169.254.0.1"  # no IPv4 address: link-local

@@ -4,14 +4,13 @@ of every route, in a namespace of its own (root)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.integration.netlab import python_in, scratch_namespace
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.root, pytest.mark.netns]
@@ -41,20 +40,15 @@ print(json.dumps([found, dumps_before, dumps]))
 
 @pytest.fixture
 def namespace() -> Iterator[str]:
-    name = f"rbdefault-{os.getpid() % 100000}-{time.monotonic_ns() % 100000}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for command in (
-            "link add veth0 type veth peer name veth1",
-            "link add veth2 type veth peer name veth3",
-            "link set lo up", "link set veth0 up", "link set veth1 up", "link set veth2 up",
-            "link set veth3 up", "addr add 198.51.100.1/24 dev veth0",
-            "addr add 192.168.77.1/24 dev veth2", "route add 198.51.100.252/32 dev veth2",
-        ):  # fmt: skip
-            subprocess.run(["ip", "-n", name, *command.split()], check=True)
+    with scratch_namespace(
+        "rbdefault",
+        "link add veth0 type veth peer name veth1",
+        "link add veth2 type veth peer name veth3",
+        "link set lo up", "link set veth0 up", "link set veth1 up", "link set veth2 up",
+        "link set veth3 up", "addr add 198.51.100.1/24 dev veth0",
+        "addr add 203.0.113.1/24 dev veth2", "route add 198.51.100.252/32 dev veth2",
+    ) as name:  # fmt: skip
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def index_of(namespace: str, device: str) -> int:
@@ -64,13 +58,7 @@ def index_of(namespace: str, device: str) -> int:
 
 
 def test_the_default_route_is_looked_up_and_dumped_only_when_shadowed(namespace: str) -> None:
-    result = subprocess.run(
-        ["ip", "netns", "exec", namespace, sys.executable, "-c", SCRIPT],
-        capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
-        timeout=60, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    found, dumps_before, dumps = json.loads(result.stdout)
+    found, dumps_before, dumps = python_in(namespace, SCRIPT)
     veth0 = index_of(namespace, "veth0")
     assert found == [None, veth0, veth0]
     assert dumps_before == 0  # look-ups only

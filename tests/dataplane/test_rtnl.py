@@ -5,19 +5,15 @@ themselves run in a namespace of their own against `ip`'s view of the result (ro
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 import struct
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from core.dataplane.userspace import rtnl
+from tests.integration.netlab import python_in, scratch_namespace
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -126,24 +122,14 @@ asyncio.run(main())
 
 @pytest.fixture
 def namespace() -> Iterator[str]:
-    name = f"rbrtnl-{os.getpid() % 100000}-{time.monotonic_ns() % 100000}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
+    with scratch_namespace("rbrtnl") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 @pytest.mark.root
 @pytest.mark.netns
 def test_link_config_against_the_kernel(namespace: str) -> None:
-    result = subprocess.run(
-        ["ip", "netns", "exec", namespace, sys.executable, "-c", SCRIPT],
-        capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
-        timeout=60, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    first, found, second, refused, third, outcomes, links_left = json.loads(result.stdout)
+    first, found, second, refused, third, outcomes, links_left = python_in(namespace, SCRIPT)
     assert "10.8.0.0/24 dev ipsec5 proto 114 scope link" in first
     assert "unreachable 10.8.0.0/24 proto 114 metric 4294967040" in first
     assert "unreachable 10.9.0.0/24 proto 114 metric 4294967040" in first
@@ -204,13 +190,7 @@ print(json.dumps([shown, found, routes, left]))
 @pytest.mark.root
 @pytest.mark.netns
 def test_rules_and_ipv6_routes_against_the_kernel(namespace: str) -> None:
-    result = subprocess.run(
-        ["ip", "netns", "exec", namespace, sys.executable, "-c", RULES_SCRIPT],
-        capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
-        timeout=60, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    shown, found, routes, left = json.loads(result.stdout)
+    shown, found, routes, left = python_in(namespace, RULES_SCRIPT)
     assert "29282:\tnot from all fwmark 0x72620000/0xffff0000 lookup 29282" in shown[0]
     assert "unreachable 2001:db8::1 dev lo proto 114 metric 4294967040" in shown[1]
     assert found == [[29282, 29282, 2]]
@@ -249,13 +229,7 @@ asyncio.run(main())
 @pytest.mark.root
 @pytest.mark.netns
 def test_new_address_in_the_same_subnet_keeps_address_and_routes(namespace: str) -> None:
-    result = subprocess.run(
-        ["ip", "netns", "exec", namespace, sys.executable, "-c", SAME_SUBNET_SCRIPT],
-        capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
-        timeout=60, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    after = json.loads(result.stdout)
+    after = python_in(namespace, SAME_SUBNET_SCRIPT)
     assert "inet 10.9.0.2/24" in after and "10.9.0.1" not in after
     assert "10.8.0.0/24 dev ipsec6" in after  # not flushed with the old primary address
 
@@ -289,13 +263,7 @@ print(json.dumps([[e is None for e in outcomes].count(True), len(outcomes), coun
 @pytest.mark.root
 @pytest.mark.netns
 def test_a_batch_of_1000_requests_is_answered_request_by_request(namespace: str) -> None:
-    result = subprocess.run(
-        ["ip", "netns", "exec", namespace, sys.executable, "-c", BIG_BATCH_SCRIPT],
-        capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
-        timeout=60, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    done, total, installed, first_deletes, deletes, refused = json.loads(result.stdout)
+    done, total, installed, first_deletes, deletes, refused = python_in(namespace, BIG_BATCH_SCRIPT)
     assert (done, total, installed) == (1000, 1000, 1000)
     assert first_deletes == [3, None, 3, None] and deletes == 1000
     assert refused == 3  # ESRCH: the first failure of the batch, as a NetlinkError
@@ -374,13 +342,7 @@ asyncio.run(main())
 @pytest.mark.root
 @pytest.mark.netns
 def test_guards_are_found_by_a_filtered_dump_and_routes_by_a_look_up(namespace: str) -> None:
-    result = subprocess.run(
-        ["ip", "netns", "exec", namespace, sys.executable, "-c", FILTERED_SCRIPT],
-        capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
-        timeout=60, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    guards, filtered, everything, default, specific, veth0 = json.loads(result.stdout)
+    guards, filtered, everything, default, specific, veth0 = python_in(namespace, FILTERED_SCRIPT)
     assert guards == ["10.9.0.0/24"]  # not another protocol's, not another table's
     assert filtered  # the kernel sent only the matching routes
     assert everything > 3000

@@ -145,6 +145,32 @@ class NetLab:
 
 
 # The dataplane the daemons run: userspace here; the QEMU guest sets "kernel".
+@contextlib.contextmanager
+def scratch_namespace(prefix: str, *commands: str) -> Iterator[str]:
+    """A namespace of our own for one test, set up by `ip -n NAME COMMAND...` lines and
+    deleted afterwards (with everything in it)."""
+    name = f"{prefix}-{os.getpid() % 100000}-{time.monotonic_ns() % 100000}"
+    sh("ip", "netns", "add", name)
+    try:
+        for command in commands:
+            sh("ip", "-n", name, *command.split())
+        yield name
+    finally:
+        sh("ip", "netns", "del", name, check=False)
+
+
+def python_in(namespace: str, script: str, timeout: float = 60.0) -> Any:
+    """Runs `script` with this interpreter inside the namespace (the repository on its
+    path) and returns the JSON it printed; its stderr when it failed."""
+    result = subprocess.run(
+        ["ip", "netns", "exec", namespace, PYTHON, "-c", script],
+        capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=timeout, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 OUTER_A, OUTER_B = "198.51.100.1", "198.51.100.2"  # the two nodes of `two_nodes`
 
 
