@@ -53,8 +53,6 @@ from tests.interop.harness import (  # noqa: E402  (path fix first)
     Netns,
     TunSetup,
     connect_veth,
-    find_charon,
-    wait_until,
 )
 
 MAX_PEERS = 254
@@ -318,31 +316,7 @@ POLL_INTERVAL = 0.005
 class PromptCharon(Charon):
     """`Charon` whose start polls for vici and the TUN every POLL_INTERVAL."""
 
-    def start(self, timeout: float = 15.0) -> None:
-        if self.running:
-            raise HarnessError(f"charon {self.name} is already running (pid {self.pid})")
-        charon = find_charon()
-        if charon is None:
-            raise HarnessError("charon is not installed")
-        self.strongswan_conf.write_text(self.settings.render(self.dir))
-        self.vici_socket.unlink(missing_ok=True)
-        mount_and_exec = 'mount --bind "$0" /run && exec "$1"'
-        with self.output_path.open("ab") as output:
-            self.process = subprocess.Popen(
-                self.netns.command("unshare", "--mount", "--propagation", "private",
-                                   "sh", "-c", mount_and_exec, str(self.run_dir), charon),
-                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                env=self._env(), start_new_session=True,
-            )  # fmt: skip
-        if wait_until(self._vici_ready, timeout, POLL_INTERVAL) is None:
-            self.kill()
-            raise HarnessError(f"charon {self.name}: no vici socket within {timeout} s")
-        tun = self.tun
-        if tun is not None:  # before loading: see Charon.start
-            if wait_until(lambda: self.netns.has_link(tun.device), 5.0, POLL_INTERVAL) is None:
-                raise HarnessError(f"charon {self.name}: no TUN {tun.device}")
-            tun.apply(self.netns)
-        self.load()
+    poll_interval = POLL_INTERVAL
 
 
 @dataclass

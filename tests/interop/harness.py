@@ -277,6 +277,8 @@ class Charon:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    poll_interval = 0.05  # seconds between looks for vici and the TUN while starting
+
     def start(self, timeout: float = 15.0) -> None:
         """Starts charon (again, after stop/kill), waits for vici, loads swanctl.conf."""
         if self.running:
@@ -294,7 +296,7 @@ class Charon:
                 stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
                 env=self._env(), start_new_session=True,
             )  # fmt: skip
-        if wait_until(self._vici_ready, timeout) is None:
+        if wait_until(self._vici_ready, timeout, self.poll_interval) is None:
             self.kill()
             raise HarnessError(f"charon {self.name}: no vici socket within {timeout} s\n"
                                + self.diagnostics())  # fmt: skip
@@ -303,7 +305,8 @@ class Charon:
             # Before loading: kernel-libipsec refuses a CHILD_SA whose local traffic
             # selector holds none of our addresses, and `start_action = start` initiates
             # during the load.
-            if wait_until(lambda: self.netns.has_link(tun.device), 5.0) is None:
+            if wait_until(lambda: self.netns.has_link(tun.device), 5.0,
+                          self.poll_interval) is None:  # fmt: skip
                 raise HarnessError(
                     f"charon {self.name}: no TUN {tun.device}\n" + self.diagnostics()
                 )
