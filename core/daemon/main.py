@@ -32,17 +32,25 @@ def setup_logging(level: str) -> None:
     else:
         fmt = "%(asctime)s %(levelname)s %(message)s"
     handler.setFormatter(logging.Formatter(fmt))
+    handler.addFilter(quiet_libraries)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("pyroute2").setLevel(logging.WARNING)
     logging.getLogger("asyncio").setLevel(logging.WARNING)
+
+
+def quiet_libraries(record: logging.LogRecord) -> bool:
+    """Libraries speak only from WARNING up, also at log_level = "debug".  A filter, not
+    a logger level: pyroute2, imported lazily after this set-up, resets its logger's
+    level to 0 on import (its netlink chatter then flooded debug logs)."""
+    return record.levelno >= logging.WARNING or not record.name.startswith("pyroute2")
 
 
 async def serve(daemon: Daemon) -> int:
     """Start the control socket, then the daemon; run until asked to stop; clean up."""
     server = ControlServer(daemon.config.global_.socket, Commands(daemon))
     bus_handler = BusLogHandler(daemon.bus)
+    bus_handler.addFilter(quiet_libraries)
     try:
         await server.start()
     except RbipsecError as error:
