@@ -61,11 +61,10 @@ class Ikev1Endpoint(PeerEndpoint[IsakmpSa]):
 
     def rekey(self, name: str, now: float, *, ike: bool = False) -> bool:
         """Rekey the peer's IPsec SAs (quick mode) or its ISAKMP SA (a new phase 1).
-        False: nothing to rekey, or the peer is passive (it never initiates: the other
-        side rekeys)."""
+        False: nothing to rekey."""
         peer = self._peers.get(name)
         sa = peer.current if peer else None
-        if peer is None or sa is None or not sa.is_established or peer.policy.passive:
+        if peer is None or sa is None or not sa.is_established:
             return False
         if ike:
             if not any(s.replaces is sa and not s.gone for s in peer.sas):

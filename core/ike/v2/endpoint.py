@@ -76,14 +76,13 @@ class Ikev2Endpoint(PeerEndpoint[IkeSa]):
         self._collect(sa, now)
 
     def rekey(self, name: str, now: float, *, ike: bool = False) -> bool:
-        """Rekey the peer's Child SAs (or its IKE SA).  False: nothing to rekey, or the
-        peer is passive (it never initiates: the other side rekeys)."""
+        """Rekey the peer's Child SAs (or its IKE SA).  False: nothing to rekey."""
         from core.ike.v2.child import ChildState
         from core.ike.v2.tasks.child_create import ChildCreate
         from core.ike.v2.tasks.ike_rekey import IkeRekey
 
         sa = self.current_sa(name)
-        if sa is None or sa.state != IkeState.ESTABLISHED or sa.policy.passive:
+        if sa is None or sa.state != IkeState.ESTABLISHED:
             return False
         if ike:
             sa.queue(IkeRekey())
