@@ -81,9 +81,9 @@ class Operations:
 
     async def rekey(self, name: str, ike: bool = False) -> dict[str, Any]:
         daemon = self._daemon
-        peer, engine = self._usable_peer(name)
-        if peer.config.passive:
-            raise UsageError(f"peer {name} is passive: it never initiates, the other side rekeys")
+        # A passive peer never rekeys on its own; an operator's explicit command is not
+        # spontaneous, so it is carried out (as `swanctl --rekey` does for a passive conn).
+        _peer, engine = self._usable_peer(name)
         sa = engine.current_sa(name)
         if sa is None or not sa.is_established:
             raise UsageError(f"peer {name} has no established IKE SA to rekey")

@@ -21,7 +21,6 @@ from core.daemon.control.client import (
 from core.daemon.control.commands import Commands
 from core.daemon.control.protocol import MAX_LINE
 from core.daemon.control.server import ControlServer, ControlSocketError
-from core.errors import UsageError
 from tests.daemon.harness import Lab, Node, config_text, peer_toml, settle, state, wait_for
 
 A, B = "198.51.100.1", "198.51.100.2"
@@ -262,15 +261,17 @@ def test_a_second_daemon_cannot_take_a_live_socket(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_a_passive_peer_is_not_rekeyed_on_command_and_says_why(tmp_path: Path) -> None:
+def test_an_operator_rekey_of_a_passive_peer_is_carried_out(tmp_path: Path) -> None:
+    """Passive means nothing spontaneous; an explicit `rbipsec rekey` on the passive side
+    still rekeys (the e2e tests rekey from both ends, also the passive one)."""
+
     async def scenario() -> None:
         async with Rig(tmp_path) as rig:
-            before = dict(rig.b.dataplane.sas)
-            with pytest.raises(UsageError, match="toa is passive: it never initiates"):
-                await rig.b.daemon.operations.rekey("toa")
-            await settle(rig.b.daemon)
-            assert rig.b.dataplane.sas == before  # nothing was negotiated
+            before = {c.spi_in for c in rig.b.daemon.engine.current_sa("toa").children}
+            assert (await rig.b.daemon.operations.rekey("toa"))["rekeying"] == "child"
+            await wait_for(lambda: before.isdisjoint(
+                c.spi_in for c in rig.b.daemon.engine.current_sa("toa").children
+                if c.state.value == "installed"), what="the passive side's rekey")  # fmt: skip
             assert state(rig.b.daemon, "toa") == "up"
 
     asyncio.run(scenario())
-
