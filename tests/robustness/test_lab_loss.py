@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.netlab import OUTER_A, OUTER_B, two_nodes
 from tests.robustness.lab import (
     EventLog,
     NetLab,
@@ -35,7 +36,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("nft") is None, reason="needs nftables"),
 ]
 
-A, B = "198.51.100.1", "198.51.100.2"
+A, B = OUTER_A, OUTER_B
 LIFETIMES = "child=12,ike=24"  # rekeys at 4.8-6 s and 9.6-12 s (FAST_TIMING: margin 0.5)
 TIMING = {
     "retransmit_timeout": 0.5,
@@ -122,9 +123,7 @@ def _check(lab: NetLab, figures: dict[str, Any], drop: int) -> None:
 
 @pytest.mark.parametrize(("drop", "duplicate", "retries"), [(10, 10, 5), (30, 10, 12)])
 def test_loss_and_duplicates(lab: NetLab, drop: int, duplicate: int, retries: int) -> None:
-    lab.namespace("a")
-    lab.namespace("b")
-    lab.link("a", f"{A}/24", "b", f"{B}/24", "outer0", "outer0")
+    two_nodes(lab)
     with impair(lab, "a", "outer0", drop=drop, duplicate=duplicate, peer=B):
         figures = _run(lab, retries)
     _check(lab, figures, drop)
@@ -152,9 +151,7 @@ def test_reordering_with_loss(lab: NetLab) -> None:
 
 def test_ikev1_loss_and_duplicates(lab: NetLab) -> None:
     """IKEv1 (main mode, RFC 3706 DPD) through 10 % loss each way and 10 % duplicates."""
-    lab.namespace("a")
-    lab.namespace("b")
-    lab.link("a", f"{A}/24", "b", f"{B}/24", "outer0", "outer0")
+    two_nodes(lab)
     with impair(lab, "a", "outer0", drop=10, duplicate=10, peer=B):
         figures = _run(lab, 5, version=1)
     print(figures)

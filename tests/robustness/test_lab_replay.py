@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from tests.integration.netlab import OUTER_A, OUTER_B, two_nodes
 from tests.robustness.lab import (
     PYTHON,
     REPO,
@@ -32,7 +33,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("ping") is None, reason="needs iputils ping"),
 ]
 
-A, B = "198.51.100.1", "198.51.100.2"
+A, B = OUTER_A, OUTER_B
 
 
 
@@ -99,9 +100,7 @@ def _ike_request(frame: bytes, exchange: int) -> bool:
 
 
 def test_replayed_esp_and_ike_are_rejected(lab: NetLab) -> None:
-    lab.namespace("a")
-    lab.namespace("b")
-    lab.link("a", f"{A}/24", "b", f"{B}/24", "outer0", "outer0")
+    two_nodes(lab)
     peer = {"dpd_interval": 30, "interface": "ipsec1"}
     b = lab_daemon(
         lab,
