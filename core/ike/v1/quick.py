@@ -404,19 +404,13 @@ class QuickMode(Exchange):
 def retry_rekey_later(sa: IsakmpSa, child: ChildSa, now: float) -> None:
     """Our quick mode rekeying `child` failed: try again after a backoff, before it
     expires (when it is replaced by a new quick mode if nothing else took over)."""
-    from core.ike.rekey import rekey_retry_time
+    from core.ike.rekey import next_try_after_failure
 
     if sa.policy.passive or child.state != ChildState.INSTALLED:
         return
     child.rekey_failures += 1
-    child.rekey_at = rekey_retry_time(sa.rng, child.rekey_failures - 1, child.expire_at, now)
-    if child.rekey_at is not None:
-        sa.log("info", f"rekey of IPsec SA {child.spi_in:08x} failed "
-               f"({child.rekey_failures} in a row): trying again in "
-               f"{child.rekey_at - now:.1f} s")
-    else:
-        sa.log("info", f"rekey of IPsec SA {child.spi_in:08x} failed: no time left to retry "
-               "the rekey; the expiry will replace it")
+    child.rekey_at = next_try_after_failure(sa.rng, child.rekey_failures, child.expire_at, now,
+                                            sa.log, f"IPsec SA {child.spi_in:08x}")
 
 
 def has_usable_child(sa: IsakmpSa) -> bool:

@@ -42,7 +42,6 @@ from core.ike.events import (
     LogMessage,
 )
 from core.ike.policy import PeerPolicy
-from core.ike.rekey import rekey_retry_time
 from core.ike.v2.child import ChildSa, ChildState
 from core.ike.v2.message import Message, decode_message, encode_message
 from core.ike.v2.payloads import NotifyPayload, Payload
@@ -202,10 +201,6 @@ class IkeSa(Outputs):
         timing = self.policy.timing
         jitter = self.rng.uniform(0.0, timing.rekey_jitter * lifetime)
         return now + lifetime * (1.0 - timing.rekey_margin) - jitter
-
-    def rekey_retry_time(self, failures: int, expire_at: float, now: float) -> float | None:
-        """When to try again after `failures` failed rekeys (`core.ike.rekey`)."""
-        return rekey_retry_time(self.rng, failures, expire_at, now)
 
     # ------------------------------------------------------------------ sending -----
     def _wire(self, message: bytes) -> bytes:

@@ -26,7 +26,7 @@ from core.ike.errors import (
     TemporaryFailure,
 )
 from core.ike.events import ChildSaInstalled, DownReason
-from core.ike.rekey import REKEY_RETRY_STEPS
+from core.ike.rekey import REKEY_RETRY_STEPS, next_try_after_failure
 from core.ike.v2 import proposals
 from core.ike.v2 import ts as ts_mod
 from core.ike.v2.child import ChildSa, ChildState
@@ -65,14 +65,8 @@ def retry_rekey_later(sa: IkeSa, child: ChildSa, now: float) -> None:
             child.state != ChildState.INSTALLED:
         return
     child.rekey_failures += 1
-    child.rekey_at = sa.rekey_retry_time(child.rekey_failures - 1, child.expire_at, now)
-    if child.rekey_at is not None:
-        sa.log("info", f"rekey of Child SA {child.spi_in:08x} failed "
-               f"({child.rekey_failures} in a row): trying again in "
-               f"{child.rekey_at - now:.1f} s")
-    else:
-        sa.log("info", f"rekey of Child SA {child.spi_in:08x} failed: no time left to retry "
-               "the rekey; the expiry will replace it")
+    child.rekey_at = next_try_after_failure(sa.rng, child.rekey_failures, child.expire_at, now,
+                                            sa.log, f"Child SA {child.spi_in:08x}")
 
 
 def _has_usable_child(sa: IkeSa) -> bool:

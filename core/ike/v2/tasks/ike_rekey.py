@@ -25,6 +25,7 @@ from core.ike.errors import (
     TemporaryFailure,
 )
 from core.ike.events import DownReason, IkeSaRekeyed
+from core.ike.rekey import next_try_after_failure
 from core.ike.v2 import proposals
 from core.ike.v2.message import Message
 from core.ike.v2.payloads import KePayload, NoncePayload, Payload, SaPayload
@@ -45,13 +46,8 @@ def retry_ike_rekey_later(sa: IkeSa, now: float) -> None:
     if sa.policy.passive or sa.expire_at is None or sa.state != IkeState.ESTABLISHED:
         return
     sa.rekey_failures += 1
-    sa.rekey_at = sa.rekey_retry_time(sa.rekey_failures - 1, sa.expire_at, now)
-    if sa.rekey_at is not None:
-        sa.log("info", f"IKE SA rekey failed ({sa.rekey_failures} in a row): trying again "
-               f"in {sa.rekey_at - now:.1f} s")
-    else:
-        sa.log("info", "IKE SA rekey failed: no time left to retry the rekey; the expiry "
-               "will replace it")
+    sa.rekey_at = next_try_after_failure(sa.rng, sa.rekey_failures, sa.expire_at, now, sa.log,
+                                         "the IKE SA")
 
 
 def _successor(sa: IkeSa, *, initiator: bool, spi_i: bytes, spi_r: bytes, nonce_i: bytes,
