@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from core.dataplane.nlframes import NLMSGHDR
 from core.dataplane.userspace import rtnl
 from tests.integration.netlab import python_in, scratch_namespace
 
@@ -71,7 +72,7 @@ def test_link_parse_reads_name_and_kind() -> None:
     info = rtnl._attr(rtnl.IFLA_INFO_KIND, b"tun\0")
     body = rtnl._IFINFOMSG.pack(0, 0, 9, 0, 0) + rtnl._attr(rtnl.IFLA_IFNAME, b"ipsec4\0")
     body += rtnl._attr(rtnl.IFLA_LINKINFO, info)
-    raw = rtnl._NLMSGHDR.pack(16 + len(body), rtnl.RTM_NEWLINK, 0, 1, 0) + body
+    raw = NLMSGHDR.pack(16 + len(body), rtnl.RTM_NEWLINK, 0, 1, 0) + body
     assert rtnl._parse_link(raw) == rtnl.Link(9, "ipsec4", "tun")
 
 
@@ -159,7 +160,7 @@ def test_ipv6_route_and_fwmark_rule_encode() -> None:
     attrs = _attributes(rule.body, rtnl._FIB_RULE_HDR.size)
     assert struct.unpack("=I", attrs[rtnl.FRA_FWMARK]) == (0x72620000,)
     assert struct.unpack("=I", attrs[rtnl.FRA_FWMASK]) == (0xFFFF0000,)
-    raw = rtnl._NLMSGHDR.pack(16 + len(rule.body), rtnl.RTM_NEWRULE, 0, 1, 0) + rule.body
+    raw = NLMSGHDR.pack(16 + len(rule.body), rtnl.RTM_NEWRULE, 0, 1, 0) + rule.body
     assert rtnl._parse_rule(raw) == rtnl.Rule(socket.AF_INET, 29282, 29282, 2)
 
 
@@ -296,7 +297,7 @@ def test_socket_overflow_is_a_netlink_error_and_batches_are_bounded() -> None:
         sock.transact(messages)
     assert raised.value.errno == 105 and "receive buffer" in str(raised.value)
     assert len(fake.sent) == 1  # the first datagram only: its answers were never read
-    count = len(fake.sent[0]) // (rtnl._NLMSGHDR.size + len(messages[0].body))
+    count = len(fake.sent[0]) // (NLMSGHDR.size + len(messages[0].body))
     assert count == rtnl.BATCH_SIZE <= 64
 
 

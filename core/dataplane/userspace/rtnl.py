@@ -21,6 +21,8 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from core.dataplane.nlframes import NLMSGHDR, parse_messages
+
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
@@ -72,7 +74,6 @@ FRA_FWMASK = 16
 FR_ACT_TO_TBL = 1
 FIB_RULE_INVERT = 0x2  # the rule matches what its selector does not
 
-_NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
 _NLMSGERR = struct.Struct("=i")
 _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 _IFADDRMSG = struct.Struct("=BBBBi")  # family, prefix length, flags, scope, index
@@ -243,9 +244,9 @@ class Route:
 
 
 def _parse_link(raw: bytes) -> Link:
-    _family, _type, index, _flags, _change = _IFINFOMSG.unpack_from(raw, _NLMSGHDR.size)
+    _family, _type, index, _flags, _change = _IFINFOMSG.unpack_from(raw, NLMSGHDR.size)
     name, kind = "", None
-    for attr, payload in _attrs(raw, _NLMSGHDR.size + _IFINFOMSG.size):
+    for attr, payload in _attrs(raw, NLMSGHDR.size + _IFINFOMSG.size):
         if attr == IFLA_IFNAME:
             name = _string(payload)
         elif attr == IFLA_LINKINFO:
@@ -256,10 +257,10 @@ def _parse_link(raw: bytes) -> Link:
 
 
 def _parse_address(raw: bytes) -> Ipv4Address | None:
-    family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(raw, _NLMSGHDR.size)
+    family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(raw, NLMSGHDR.size)
     if family != socket.AF_INET:
         return None
-    found = {kind: payload for kind, payload in _attrs(raw, _NLMSGHDR.size + _IFADDRMSG.size)}
+    found = {kind: payload for kind, payload in _attrs(raw, NLMSGHDR.size + _IFADDRMSG.size)}
     packed = found.get(IFA_LOCAL, found.get(IFA_ADDRESS))  # local: the peer's on ptp links
     if packed is None or len(packed) != 4:
         return None
@@ -267,13 +268,13 @@ def _parse_address(raw: bytes) -> Ipv4Address | None:
 
 
 def _parse_route(raw: bytes) -> Route | None:
-    fields = _RTMSG.unpack_from(raw, _NLMSGHDR.size)
+    fields = _RTMSG.unpack_from(raw, NLMSGHDR.size)
     family, dst_len, _src, _tos, table, protocol, _scope, kind, _flags = fields
     size = {socket.AF_INET: 4, socket.AF_INET6: 16}.get(family)
     if size is None:
         return None
     destination, oif, priority = "0.0.0.0" if size == 4 else "::", None, None
-    for attr, payload in _attrs(raw, _NLMSGHDR.size + _RTMSG.size):
+    for attr, payload in _attrs(raw, NLMSGHDR.size + _RTMSG.size):
         if attr == RTA_DST and len(payload) == size:
             destination = socket.inet_ntop(family, payload)
         elif attr == RTA_TABLE and len(payload) == 4:
@@ -289,10 +290,10 @@ def _parse_route(raw: bytes) -> Route | None:
 
 def _parse_rule(raw: bytes) -> Rule:
     family, _dst, _src, _tos, table, _r1, _r2, _action, flags = _FIB_RULE_HDR.unpack_from(
-        raw, _NLMSGHDR.size
+        raw, NLMSGHDR.size
     )
     priority = None
-    for attr, payload in _attrs(raw, _NLMSGHDR.size + _FIB_RULE_HDR.size):
+    for attr, payload in _attrs(raw, NLMSGHDR.size + _FIB_RULE_HDR.size):
         if attr == FRA_TABLE and len(payload) == 4:
             (table,) = _U32.unpack(payload)
         elif attr == FRA_PRIORITY and len(payload) == 4:
@@ -340,8 +341,8 @@ class RtnlSocket:
         for message in messages:
             seq = self._next_seq()
             outcome[seq] = None
-            length = _NLMSGHDR.size + len(message.body)
-            data += _NLMSGHDR.pack(length, message.kind, NLM_F_REQUEST | message.flags, seq, 0)
+            length = NLMSGHDR.size + len(message.body)
+            data += NLMSGHDR.pack(length, message.kind, NLM_F_REQUEST | message.flags, seq, 0)
             data += message.body
         self._send(bytes(data))
         pending = set(outcome)
@@ -349,7 +350,7 @@ class RtnlSocket:
             for msg_type, seq, raw in self._receive():
                 if msg_type == NLMSG_ERROR and seq in pending:
                     pending.discard(seq)
-                    (code,) = _NLMSGERR.unpack_from(raw, _NLMSGHDR.size)
+                    (code,) = _NLMSGERR.unpack_from(raw, NLMSGHDR.size)
                     if code:
                         outcome[seq] = NetlinkError(-code, os.strerror(-code))
         return list(outcome.values())  # in insertion order: the requests'
@@ -362,8 +363,8 @@ class RtnlSocket:
 
     def _dump(self, kind: int, body: bytes) -> Iterator[bytes]:
         seq = self._next_seq()
-        length = _NLMSGHDR.size + len(body)
-        self._send(_NLMSGHDR.pack(length, kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
+        length = NLMSGHDR.size + len(body)
+        self._send(NLMSGHDR.pack(length, kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
         while True:
             for msg_type, msg_seq, raw in self._receive():
                 if msg_seq != seq:
@@ -371,7 +372,7 @@ class RtnlSocket:
                 if msg_type == NLMSG_DONE:
                     return
                 if msg_type == NLMSG_ERROR:
-                    (code,) = _NLMSGERR.unpack_from(raw, _NLMSGHDR.size)
+                    (code,) = _NLMSGERR.unpack_from(raw, NLMSGHDR.size)
                     if code:
                         raise NetlinkError(-code, os.strerror(-code))
                     return
@@ -404,7 +405,7 @@ class RtnlSocket:
             if strict:
                 self._set_strict(False)
         self.kernel_filtered = bool(raws) and all(
-            _NLMSGHDR.unpack_from(raw)[2] & NLM_F_DUMP_FILTERED for raw in raws
+            NLMSGHDR.unpack_from(raw)[2] & NLM_F_DUMP_FILTERED for raw in raws
         )
         parsed = (_parse_route(raw) for raw in raws)
         return [
@@ -432,14 +433,14 @@ class RtnlSocket:
         body = _RTMSG.pack(family, len(packed) * 8, 0, 0, 0, 0, 0, 0, RTM_F_FIB_MATCH)
         body += _attr(RTA_DST, packed)
         seq = self._next_seq()
-        self._send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETROUTE, NLM_F_REQUEST,
+        self._send(NLMSGHDR.pack(NLMSGHDR.size + len(body), RTM_GETROUTE, NLM_F_REQUEST,
                                   seq, 0) + body)  # fmt: skip
         while True:
             for msg_type, msg_seq, raw in self._receive():
                 if msg_seq != seq:
                     continue
                 if msg_type == NLMSG_ERROR:
-                    (code,) = _NLMSGERR.unpack_from(raw, _NLMSGHDR.size)
+                    (code,) = _NLMSGERR.unpack_from(raw, NLMSGHDR.size)
                     if -code in _NO_ROUTE:
                         return None
                     raise NetlinkError(-code, os.strerror(-code))
@@ -461,10 +462,4 @@ class RtnlSocket:
             data = self._sock.recv(_RECV_SIZE)
         except OSError as error:
             raise _socket_error("receiving", error) from None
-        offset = 0
-        while offset + _NLMSGHDR.size <= len(data):
-            length, msg_type, _flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
-            if length < _NLMSGHDR.size or offset + length > len(data):
-                return
-            yield msg_type, seq, data[offset : offset + length]
-            offset += (length + 3) & ~3
+        yield from parse_messages(data)

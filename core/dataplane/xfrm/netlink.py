@@ -20,13 +20,13 @@ from typing import Any, TypeVar
 
 from pyroute2.netlink import NLM_F_DUMP, nlmsg
 
+from core.dataplane.nlframes import NLMSGHDR, parse_messages
 from core.dataplane.xfrm import messages as m
 from core.dataplane.xfrm.requests import Request
 
 NETLINK_XFRM = 6
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
-_NLMSGHDR = struct.Struct("=IHHII")
 _CLONE_NEWNET = 0x40000000
 _RECV_SIZE = 1 << 16
 
@@ -62,17 +62,6 @@ def in_netns(netns: str | None, make: Callable[[], T]) -> T:
     finally:
         os.close(target)
         os.close(home)
-
-
-def parse_messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
-    """Split a datagram into (type, sequence number, whole message bytes)."""
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, msg_type, _flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size or offset + length > len(data):
-            return
-        yield msg_type, seq, data[offset : offset + length]
-        offset += (length + 3) & ~3
 
 
 def decode(msg_type: int, raw: bytes) -> nlmsg | None:
@@ -128,7 +117,7 @@ class XfrmSocket:
                 if msg_type == NLMSG_DONE:
                     return replies
                 if msg_type == NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", raw, _NLMSGHDR.size)
+                    (code,) = struct.unpack_from("=i", raw, NLMSGHDR.size)
                     if code:
                         raise NetlinkError(-code, os.strerror(-code))
                     return replies
