@@ -413,6 +413,9 @@ class IkeSa(Outputs):
             self._report(error, ExchangeType(exchange).name, now)
             return
         self._heard(local, remote, now)
+        if self.state == IkeState.CONNECTING and self.initiator:
+            self._peer_is_ahead(message_id, now)
+            return
         from core.ike.v2.tasks.responder import respond
 
         try:
@@ -427,6 +430,18 @@ class IkeSa(Outputs):
             return
         self._answer(message.exchange_type, message_id, payloads, now)
         self.after_response(now)
+
+    def _peer_is_ahead(self, message_id: int, now: float) -> None:
+        """An authentic request while our IKE_AUTH is unanswered: the responder has
+        finished it, and its response to us was lost.  The request stays unanswered (its
+        message ID unused, the peer retransmits it) and IKE_AUTH goes again at once; the
+        cached response completes the SA.  Tearing down would drop a tunnel that is up."""
+        self.log("debug", f"request {message_id} before the IKE_AUTH response: "
+                 "left for the peer to retransmit; resending IKE_AUTH")
+        active = self._active
+        if active is not None and active.sends < self._max_sends(active.task):
+            active.next_at = now
+            self._handle_retransmit(now)
 
     def after_response(self, now: float) -> None:
         """Run work that must follow our response (e.g. destroying after a DELETE)."""
