@@ -298,3 +298,28 @@ def test_transport_mode_after_sigkill_stays_closed_and_restart_cleans_up(lab: Ne
         assert_encrypted_ping(lab, arriving)
     assert a.stop() == 0
     assert leftovers(lab, "a") == ""
+
+
+def test_transport_mode_covers_a_device_that_appears_while_up(lab: NetLab) -> None:
+    """A second link to b appears while the tunnel is up and the route to B moves onto it:
+    the traffic to B still crosses ipsec1 encrypted, never outer1 in clear (the kernel
+    dataplane puts its redirect on the new device as soon as it hears of it)."""
+    two_nodes(lab)
+    config_a, config_b = transport_configs(lab)
+    a = lab.daemon("a", config_a).start()
+    b = lab.daemon("b", config_b).start()
+    wait_ready(a, b)
+    lab.link("a", "203.0.113.1/24", "b", "203.0.113.2/24", "outer1", "outer1")
+    if DATAPLANE == "kernel":
+        def redirected() -> bool:
+            shown = lab.run("a", "tc", "filter", "show", "dev", "outer1", "egress").stdout
+            return "ipsec1" in shown
+
+        wait_until(redirected, 20, "the redirect on the new device")
+    lab.run("a", "ip", "route", "replace", f"{B}/32", "via", "203.0.113.2", "dev", "outer1")
+    on_outer1 = {name: match.replace('"outer0"', '"outer1"') for name, match in ARRIVING.items()}
+    with nft_counters(lab, "b", on_outer1, hook="input") as arriving:
+        assert_encrypted_ping(lab, arriving)  # ESP arrives on outer1 now, ICMP in ipsec1
+    assert a.stop() == 0
+    assert "ipsec1" not in lab.run("a", "tc", "filter", "show", "dev", "outer1", "egress",
+                                   check=False).stdout  # fmt: skip

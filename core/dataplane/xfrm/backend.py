@@ -44,6 +44,7 @@ from core.dataplane.xfrm import nft
 from core.dataplane.xfrm import requests as rq
 from core.dataplane.xfrm.interfaces import Interfaces, InterfaceStateError
 from core.dataplane.xfrm.links import Links
+from core.dataplane.xfrm.linkwatch import EVERY_DEVICE, LinkWatch
 from core.dataplane.xfrm.netlink import NetlinkError, XfrmSocket
 from core.dataplane.xfrm.redirect import RedirectError, Redirects
 
@@ -88,6 +89,9 @@ class XfrmDataplane:
         self._netns = netns
         self._xfrm: XfrmSocket | None = None
         self._events: XfrmSocket | None = None
+        self._link_watch: LinkWatch | None = None  # new devices get transport redirects
+        self._new_devices: set[str] = set()  # heard of, not yet covered by the worker
+        self._covering: asyncio.Task[None] | None = None
         self._links: Links | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_event: Callable[[DataplaneEvent], None] = lambda _event: None
@@ -142,21 +146,30 @@ class XfrmDataplane:
             self._events = XfrmSocket(self._netns, groups=m.XFRMGRP_ACQUIRE | m.XFRMGRP_EXPIRE)
             self._links = Links(self._netns)
             self._interfaces = Interfaces(self._links, self._netns)
+            self._link_watch = LinkWatch(self._netns)
 
         await self._run("opening netlink sockets", open_all, started=False)
         await self._run("removing state an earlier run left", self._remove_all_ours_at_start)
         assert self._events is not None
         self._loop.add_reader(self._events.fileno(), self._read_events)
+        assert self._link_watch is not None
+        self._loop.add_reader(self._link_watch.fileno(), self._read_link_events)
 
     async def stop(self) -> None:
-        if self._loop is not None and self._events is not None:
-            self._loop.remove_reader(self._events.fileno())
+        if self._loop is not None:
+            for watched in (self._events, self._link_watch):
+                if watched is not None:
+                    self._loop.remove_reader(watched.fileno())
+        if self._covering is not None:
+            self._covering.cancel()
+            self._covering = None
         if self._xfrm is not None:
             await self._run("removing our interfaces, SAs and policies", self._remove_all_ours)
-        for closable in (self._xfrm, self._events, self._links):
+        for closable in (self._xfrm, self._events, self._links, self._link_watch):
             if closable is not None:
                 closable.close()
         self._xfrm = self._events = None
+        self._link_watch = None
         self._links = None
         self._interfaces = None
         self._sas.clear()
@@ -391,6 +404,35 @@ class XfrmDataplane:
         )
 
     # -- events --------------------------------------------------------------------
+    def _read_link_events(self) -> None:
+        """Devices appeared or changed: the worker covers them with the transport-mode
+        redirects they lack (one job at a time; names heard meanwhile wait for the next)."""
+        if self._link_watch is None or self._loop is None:
+            return
+        try:
+            names = self._link_watch.drain()
+        except OSError:
+            log.exception("reading link events failed")
+            return
+        if not names:
+            return
+        self._new_devices |= names
+        if self._covering is None or self._covering.done():
+            self._covering = self._loop.create_task(self._cover_new_devices())
+
+    async def _cover_new_devices(self) -> None:
+        while self._new_devices and self._xfrm is not None:
+            names, self._new_devices = self._new_devices, set()
+
+            def cover(names: set[str] = names) -> None:
+                self._redirects.cover(names - {EVERY_DEVICE}, every=EVERY_DEVICE in names)
+
+            try:
+                await self._run("transport-mode redirect onto new devices", cover)
+            except DataplaneError as exc:
+                log.warning("%s", exc)
+                return
+
     def _read_events(self) -> None:
         if self._events is None:
             return

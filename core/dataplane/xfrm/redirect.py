@@ -24,11 +24,11 @@ set SO_MARK) and the ESP of transport-mode SAs (their output mark, XFRMA_SET_MAR
 While ipsecN is down (or gone) the redirected packets are dropped, so nothing to the
 peer leaves in clear.  `replace` with a fixed handle swaps a filter atomically: a new
 peer address or a re-installation never leaves a device without a redirect.  Devices
-that appear later get the redirect at the interface's next SA installation (rekeys
-included) or link up.  At start a crashed run's filters stay (they drop the traffic:
-their target device is gone) until the new ones replace them; those no interface takes
-over go STALE_SECONDS later, or at stop.  Blocking (subprocess): the backend calls this
-from its worker thread.
+that appear later get it as soon as the kernel backend hears of them (linkwatch.py), and
+every SA installation (rekeys included) and link up installs it again.  At start a
+crashed run's filters stay (they drop the traffic: their target device is gone) until
+the new ones replace them; those no interface takes over go STALE_SECONDS later, or at
+stop.  Blocking (subprocess): the backend calls this from its worker thread.
 """
 
 from __future__ import annotations
@@ -210,6 +210,19 @@ class Redirects:
         redirect = self.wanted.get(interface)
         if redirect is not None:
             self._install(redirect)
+
+    def cover(self, devices: set[str], *, every: bool = False) -> None:
+        """The wanted redirects onto those of `devices` (new or changed ones) that lack
+        them; onto all devices when `every` (link events were lost)."""
+        if not self.wanted:
+            return
+        if not every and all((device, redirect.pref) in self.installed
+                             for device in devices if device != "lo"
+                             and not _IPSEC.fullmatch(device)
+                             for redirect in self.wanted.values()):  # fmt: skip
+            return
+        for interface in list(self.wanted):
+            self.refresh(interface)
 
     def _install(self, redirect: Redirect) -> None:
         self._sweep_if_due()

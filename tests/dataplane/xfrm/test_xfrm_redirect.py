@@ -129,6 +129,51 @@ def test_the_redirect_goes_on_every_device_but_lo_and_ipsec() -> None:
     assert tc.prefs("wwan0") == {redirect.BYPASS_PREF, PEER_PREF}
 
 
+def test_cover_installs_onto_new_devices_only_what_they_lack() -> None:
+    tc = Scripted(("lo", "outer0", "ipsec1"))
+    tc.cover({"outer0"})  # no redirect wanted: nothing to do
+    assert tc.commands == []
+    tc.add("ipsec1", if_id_for(1), PEER)
+    ran = len(tc.commands)
+    tc.cover({"lo", "outer0", "ipsec1", "ipsec7"})  # covered already, or never covered
+    assert len(tc.commands) == ran
+    tc.links.append("wwan0")
+    tc.cover({"wwan0"})
+    assert tc.prefs("wwan0") == {redirect.BYPASS_PREF, PEER_PREF}
+    tc.links.append("vlan9")
+    tc.cover(set(), every=True)  # events were lost: every device is looked at
+    assert tc.prefs("vlan9") == {redirect.BYPASS_PREF, PEER_PREF}
+
+
+class HeardOf:
+    """A LinkWatch that has heard of the given devices."""
+
+    def __init__(self, *names: str) -> None:
+        self.names = set(names)
+
+    def drain(self) -> set[str]:
+        names, self.names = self.names, set()
+        return names
+
+
+def test_the_kernel_backend_covers_a_device_as_soon_as_it_hears_of_it() -> None:
+    backend = XfrmDataplane()
+    backend._xfrm = object()  # type: ignore[assignment]  # "started"
+    backend._redirects = tc = Scripted()
+    tc.add("ipsec1", if_id_for(1), PEER)
+    tc.links.append("wwan0")
+
+    async def hear() -> None:
+        backend._loop = asyncio.get_running_loop()
+        backend._link_watch = HeardOf("wwan0")  # type: ignore[assignment]
+        backend._read_link_events()
+        assert backend._covering is not None
+        await backend._covering
+
+    asyncio.run(hear())
+    assert tc.peer_on("wwan0") == "198.51.100.2"
+
+
 def test_add_refresh_remove_leave_the_devices_as_found() -> None:
     tc = Scripted(("lo", "outer0", "outer1"))
     tc.clsact.add("outer1")  # someone else's clsact: it stays
