@@ -316,7 +316,9 @@ def test_transport_mode_covers_a_device_that_appears_while_up(lab: NetLab) -> No
             return "ipsec1" in shown
 
         wait_until(redirected, 20, "the redirect on the new device")
-    lab.run("a", "ip", "route", "replace", f"{B}/32", "via", "203.0.113.2", "dev", "outer1")
+    # (source A: transport mode protects A <-> B, whichever device carries it)
+    lab.run("a", "ip", "route", "replace", f"{B}/32", "via", "203.0.113.2", "dev", "outer1",
+            "src", A)  # fmt: skip
     on_outer1 = {name: match.replace('"outer0"', '"outer1"') for name, match in ARRIVING.items()}
     with nft_counters(lab, "b", on_outer1, hook="input") as arriving:
         assert_encrypted_ping(lab, arriving)  # ESP arrives on outer1 now, ICMP in ipsec1
