@@ -13,10 +13,12 @@ Tunnel peers, each a tunnel 10.0.0.1 (namespace A) -> 10.0.0.2 (namespace B):
 For each: TCP bulk throughput (a small Python sender and receiver), UDP packets/s delivered
 for 64-byte and 1400-byte IP packets (the same paced load offered to every peer, above
 what any forwards; the rate is the receiver's, first to last packet), and ping RTT (pings
-20 ms apart, so each one finds the forwarders idle).  For the bulk runs also the work done per
-CPU-second of the forwarding processes (rbipsec's agents, the charons), which other jobs
-on the machine disturb much less than the throughput.  Plus the memory one more rbipsec
-tunnel costs (interface + SA pair, after warm-up tunnels, in a separate process).
+20 ms apart, so each one finds the forwarders idle; for context also 2 ms apart, which
+keeps the CPUs from idling, and over the bare outer link).  For the bulk runs also the
+work done per CPU-second of the forwarding processes (rbipsec's agents, the charons),
+which other jobs on the machine disturb much less than the throughput.  Plus the memory
+one more rbipsec tunnel costs (interface + SA pair, after warm-up tunnels, in a separate
+process).
 
 Machines are noisy (other jobs share the 2 CPUs): all tunnels stay up for the whole run,
 each peer gets a warm-up, then `--rounds` rounds take each measurement for every peer in
@@ -48,6 +50,7 @@ from tests.dataplane.scenario import build_tunnel, two_node_lab  # noqa: E402  (
 
 USERSPACE = "core.dataplane.userspace.backend:UserspaceDataplane"
 DST = "10.0.0.2"
+OUTER_B = "198.51.100.2"  # the far end of the outer link, for both kinds of peer
 PING_INTERVAL = 0.02
 PINGS_PER_ROUND = 40
 # The same UDP load for every peer: above what any of them forwards, so the delivered
@@ -217,10 +220,13 @@ def udp_pps(
     return int(sent) / float(elapsed), delivered, int(received)
 
 
-def ping_rtts_ms(ns_a: str, count: int) -> list[float]:
-    """One RTT per answered ping; pings `PING_INTERVAL` apart."""
+def ping_rtts_ms(
+    ns_a: str, count: int, interval: float = PING_INTERVAL, destination: str = DST
+) -> list[float]:
+    """One RTT per answered ping; pings `interval` apart."""
     result = subprocess.run(
-        in_ns(ns_a, "ping", "-n", "-c", str(count), "-i", str(PING_INTERVAL), "-W", "1", DST),
+        in_ns(ns_a, "ping", "-n", "-c", str(count), "-i", str(interval), "-W", "1",
+              destination),
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     rtts = [float(value) for value in re.findall(r"time=([\d.]+) ms", result.stdout)]
@@ -242,7 +248,12 @@ METRICS = (
     Metric("UDP 1400 B pps delivered", True, 1.5),
     Metric("ping RTT ms (median)", False, 0.5),
 )
-CONTEXT = ("UDP 64 B pps offered", "UDP 1400 B pps offered")
+# Ping RTT context: pings 2 ms apart keep the CPUs from idling between them, and the
+# outer link without a tunnel (pings 20 ms apart) is the floor every tunnel adds to.
+BUSY_PING_INTERVAL = 0.002
+BUSY_PING = "ping RTT ms, 2 ms apart"
+OUTER_PING = "outer link RTT ms"
+CONTEXT = ("UDP 64 B pps offered", "UDP 1400 B pps offered", BUSY_PING, OUTER_PING)
 Samples = dict[str, list[float]]
 
 
@@ -269,6 +280,10 @@ def measure_udp(size: int, rate: float) -> Measurement:
 
 def measure_ping(ns_a: str, ns_b: str, seconds: float, samples: Samples) -> float:
     samples.setdefault("ping RTT ms (median)", []).extend(ping_rtts_ms(ns_a, PINGS_PER_ROUND))
+    busy = ping_rtts_ms(ns_a, PINGS_PER_ROUND, BUSY_PING_INTERVAL)
+    samples.setdefault(BUSY_PING, []).extend(busy)
+    outer = ping_rtts_ms(ns_a, PINGS_PER_ROUND, destination=OUTER_B)
+    samples.setdefault(OUTER_PING, []).extend(outer)
     return 0.0
 
 
