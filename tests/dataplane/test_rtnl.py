@@ -62,6 +62,18 @@ def test_link_change_touches_only_what_is_asked() -> None:
     assert rtnl._IFINFOMSG.unpack_from(up.body)[3:] == (rtnl.IFF_UP, rtnl.IFF_UP)
 
 
+def test_link_group_joined_on_set_and_deleted_whole() -> None:
+    joined = rtnl.set_link(3, mtu=1400, group=0x7262)
+    assert _attributes(joined.body, rtnl._IFINFOMSG.size)[rtnl.IFLA_GROUP] == \
+        struct.pack("=I", 0x7262)  # fmt: skip
+    whole = rtnl.delete_link_group(0x7262)
+    assert whole.kind == rtnl.RTM_DELLINK and whole.flags == rtnl.NLM_F_ACK
+    assert rtnl._IFINFOMSG.unpack_from(whole.body)[2] == 0  # no index: the group decides
+    assert _attributes(whole.body, rtnl._IFINFOMSG.size) == {
+        rtnl.IFLA_GROUP: struct.pack("=I", 0x7262)
+    }
+
+
 def test_truncated_attributes_end_the_walk() -> None:
     good = rtnl._attr(rtnl.IFLA_IFNAME, b"ipsec1\0")
     assert list(rtnl._attrs(good + b"\x40\x00\x03\x00abc", 0)) == [(rtnl.IFLA_IFNAME, b"ipsec1\0")]
@@ -74,6 +86,9 @@ def test_link_parse_reads_name_and_kind() -> None:
     body += rtnl._attr(rtnl.IFLA_LINKINFO, info)
     raw = NLMSGHDR.pack(16 + len(body), rtnl.RTM_NEWLINK, 0, 1, 0) + body
     assert rtnl._parse_link(raw) == rtnl.Link(9, "ipsec4", "tun")
+    grouped = body + rtnl._u32(rtnl.IFLA_GROUP, 0x7262)
+    raw = NLMSGHDR.pack(16 + len(grouped), rtnl.RTM_NEWLINK, 0, 1, 0) + grouped
+    assert rtnl._parse_link(raw) == rtnl.Link(9, "ipsec4", "tun", 0x7262)
 
 
 # -- against the kernel, in a namespace -----------------------------------------------------
@@ -349,3 +364,43 @@ def test_guards_are_found_by_a_filtered_dump_and_routes_by_a_look_up(namespace: 
     assert everything > 3000
     assert default == [0, veth0]
     assert specific == ["172.16.1.0", 24]
+
+
+GROUP_SCRIPT = r"""
+import asyncio, json, os, subprocess
+from core.dataplane.userspace.tun import LINK_GROUP, LinkConfig, open_tun
+
+def names():
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    return sorted(line.split(": ")[1].split("@")[0] for line in out.splitlines())
+
+async def main():
+    links = LinkConfig()
+    await links.open()
+    fds = [open_tun(f"ipsec{n}") for n in (1, 2, 3)]
+    for n in (1, 2, 3):
+        await links.configure(await links.ifindex(f"ipsec{n}"), 1400, None, set_address=False,
+                              fresh=True)
+    subprocess.run(["ip", "link", "add", "other0", "type", "veth", "peer", "name", "other1"],
+                   check=True)
+    subprocess.run(["ip", "link", "set", "other0", "group", str(LINK_GROUP)], check=True)
+    with_stranger = [await links.delete_our_links(), names()]  # other0 is in the group too
+    subprocess.run(["ip", "link", "set", "other0", "group", "default"], check=True)
+    ours_only = [await links.delete_our_links(), names()]
+    for fd in fds:
+        os.close(fd)  # the devices are gone already: nothing to wait for
+    print(json.dumps([with_stranger, ours_only, await links.delete_our_links()]))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_our_link_group_goes_in_one_request_and_only_when_it_holds_ours_alone(
+    namespace: str,
+) -> None:
+    with_stranger, ours_only, again = python_in(namespace, GROUP_SCRIPT)
+    assert with_stranger == [False, ["ipsec1", "ipsec2", "ipsec3", "lo", "other0", "other1"]]
+    assert ours_only == [True, ["lo", "other0", "other1"]]  # gone, their fds still open
+    assert again is False  # nothing left in the group

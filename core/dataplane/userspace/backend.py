@@ -193,6 +193,7 @@ class UserspaceDataplane:
         await self._transport.open()
         with _netlink_errors("removing leftovers of an earlier run"):
             await self._transport.adopt_leftovers()  # kept until this run's replace them
+            await self._links.delete_our_links()
             for index, _name in await self._links.our_tun_links():
                 await self._links.delete_link(index)
             for prefix in await self._links.our_guards():
@@ -207,6 +208,9 @@ class UserspaceDataplane:
             self._flush_handle.cancel()
             self._flush_handle = None
         self._pending.clear()
+        if self._interfaces:  # all devices at once; else each goes as its fd is closed
+            with contextlib.suppress(*_NETLINK_ERRORS):
+                await self._links.delete_our_links()
         for name in list(self._interfaces):
             await self.delete_interface(name)
         self._sas.clear()

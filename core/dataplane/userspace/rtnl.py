@@ -53,6 +53,7 @@ IFF_UP = 0x1
 IFLA_IFNAME = 3
 IFLA_MTU = 4
 IFLA_LINKINFO = 18
+IFLA_GROUP = 27
 IFLA_INFO_KIND = 1
 IFA_ADDRESS = 1
 IFA_LOCAL = 2
@@ -138,17 +139,28 @@ class Message:
     body: bytes
 
 
-def set_link(index: int, *, up: bool | None = None, mtu: int | None = None) -> Message:
+def set_link(
+    index: int, *, up: bool | None = None, mtu: int | None = None, group: int | None = None
+) -> Message:
     flags = IFF_UP if up else 0
     change = IFF_UP if up is not None else 0
     body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, flags, change)
     if mtu is not None:
         body += _u32(IFLA_MTU, mtu)
+    if group is not None:
+        body += _u32(IFLA_GROUP, group)
     return Message(RTM_NEWLINK, NLM_F_ACK, body)
 
 
 def delete_link(index: int) -> Message:
     return Message(RTM_DELLINK, NLM_F_ACK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, 0, 0))
+
+
+def delete_link_group(group: int) -> Message:
+    """Every device of link group `group` at once (one unregistration for all: closing
+    a TUN fd waits for the kernel's RCU grace periods once per device)."""
+    body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _u32(IFLA_GROUP, group)
+    return Message(RTM_DELLINK, NLM_F_ACK, body)
 
 
 def ipv4_address(index: int, address: str, prefixlen: int, *, add: bool) -> Message:
@@ -214,6 +226,7 @@ class Link:
     index: int
     name: str
     kind: str | None  # IFLA_INFO_KIND ("tun", "veth", ...), None for plain devices
+    group: int = 0  # IFLA_GROUP
 
 
 @dataclass(frozen=True)
@@ -245,15 +258,17 @@ class Route:
 
 def _parse_link(raw: bytes) -> Link:
     _family, _type, index, _flags, _change = _IFINFOMSG.unpack_from(raw, NLMSGHDR.size)
-    name, kind = "", None
+    name, kind, group = "", None, 0
     for attr, payload in _attrs(raw, NLMSGHDR.size + _IFINFOMSG.size):
         if attr == IFLA_IFNAME:
             name = _string(payload)
+        elif attr == IFLA_GROUP and len(payload) >= 4:
+            group = int.from_bytes(payload[:4], "little")
         elif attr == IFLA_LINKINFO:
             for inner, value in _attrs(payload, 0):
                 if inner == IFLA_INFO_KIND:
                     kind = _string(value)
-    return Link(index, name, kind)
+    return Link(index, name, kind, group)
 
 
 def _parse_address(raw: bytes) -> Ipv4Address | None:

@@ -37,6 +37,9 @@ TUN_NAME = re.compile(r"ipsec([0-9]|[1-5][0-9]|6[0-3])")
 RTPROT_RBIPSEC = 114  # our route protocol number ("r"), unassigned in rtnetlink.h
 GUARD_METRIC = 0xFFFFFF00
 MAIN_TABLE = 254
+# Our TUN devices' link group ("rb"): stop and start remove them all in one request,
+# ~20 ms for 64 where closing their fds one by one takes 1-2.5 s.
+LINK_GROUP = 0x7262
 
 
 def open_tun(name: str) -> int:
@@ -105,6 +108,19 @@ class LinkConfig:
     async def delete_link(self, index: int) -> None:
         self._socket.request(rtnl.delete_link(index))
 
+    async def delete_our_links(self) -> bool:
+        """Every device of our link group at once, when all of them are TUN devices
+        ipsec0..63 (the group is only a number: anything else in it is left alone, and so
+        is the group).  False when nothing was deleted this way."""
+        grouped = [link for link in self._socket.links() if link.group == LINK_GROUP]
+        if not grouped or not all(link.kind == "tun" and TUN_NAME.fullmatch(link.name)
+                                  for link in grouped):  # fmt: skip
+            return False
+        (error,) = self._socket.transact([rtnl.delete_link_group(LINK_GROUP)])
+        if error is not None and error.errno != errno.ENODEV:  # ENODEV: gone meanwhile
+            raise error
+        return error is None
+
     async def set_mtu(self, index: int, mtu: int) -> None:
         self._socket.request(rtnl.set_link(index, mtu=mtu))
 
@@ -119,9 +135,10 @@ class LinkConfig:
         unnumbered), and the guard route of the address's prefix, in one batch.
 
         A `fresh` link has no IPv4 address yet, so the address dump is skipped: it costs
-        time and memory in proportion to all the addresses in the namespace.
+        time and memory in proportion to all the addresses in the namespace; and it joins
+        our link group.
         """
-        messages = [rtnl.set_link(index, mtu=mtu)]
+        messages = [rtnl.set_link(index, mtu=mtu, group=LINK_GROUP if fresh else None)]
         if set_address:
             # The new address goes first: a link left without IPv4 addresses, even for a
             # moment, has Linux flush its routes.
