@@ -14,11 +14,11 @@ For each: TCP bulk throughput (a small Python sender and receiver), UDP packets/
 for 64-byte and 1400-byte IP packets (the same paced load offered to every peer, above
 what any forwards; the rate is the receiver's, first to last packet), and ping RTT (pings
 20 ms apart, so each one finds the forwarders idle; for context also 2 ms apart, which
-keeps the CPUs from idling, and over the bare outer link).  For the bulk runs also the
-work done per CPU-second of the forwarding processes (rbipsec's agents, the charons),
-which other jobs on the machine disturb much less than the throughput.  Plus the memory
-one more rbipsec tunnel costs (interface + SA pair, after warm-up tunnels, in a separate
-process).
+keeps the CPUs out of deep idle states, and over the bare outer link).  For the bulk
+runs also the work done per CPU-second of the forwarding processes (rbipsec's agents,
+the charons), which other jobs on the machine disturb much less than the throughput.
+Plus the memory one more rbipsec tunnel costs (interface + SA pair, after warm-up
+tunnels, in a separate process).
 
 Machines are noisy (other jobs share the 2 CPUs): all tunnels stay up for the whole run,
 each peer gets a warm-up, then `--rounds` rounds take each measurement for every peer in
@@ -248,7 +248,7 @@ METRICS = (
     Metric("UDP 1400 B pps delivered", True, 1.5),
     Metric("ping RTT ms (median)", False, 0.5),
 )
-# Ping RTT context: pings 2 ms apart keep the CPUs from idling between them, and the
+# Ping RTT context: pings 2 ms apart keep the CPUs out of deep idle states, and the
 # outer link without a tunnel (pings 20 ms apart) is the floor every tunnel adds to.
 BUSY_PING_INTERVAL = 0.002
 BUSY_PING = "ping RTT ms, 2 ms apart"

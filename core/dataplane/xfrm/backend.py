@@ -50,6 +50,9 @@ from core.dataplane.xfrm.redirect import RedirectError, Redirects
 
 log = logging.getLogger(__name__)
 
+COVER_RETRIES = 3  # a failed redirect onto a new device is tried again this often,
+COVER_RETRY_SECONDS = 2.0  # this far apart
+
 T = TypeVar("T")
 SaKey = tuple[int, Direction, int]  # spi, direction, if_id
 
@@ -411,8 +414,10 @@ class XfrmDataplane:
             return
         try:
             names = self._link_watch.drain()
-        except OSError:
-            log.exception("reading link events failed")
+        except OSError as exc:  # not expected of netlink: stop watching rather than spin
+            log.warning("link events unreadable, new devices get transport-mode redirects "
+                        "only at the next SA installation: %s", exc)  # fmt: skip
+            self._loop.remove_reader(self._link_watch.fileno())
             return
         if not names:
             return
@@ -421,6 +426,7 @@ class XfrmDataplane:
             self._covering = self._loop.create_task(self._cover_new_devices())
 
     async def _cover_new_devices(self) -> None:
+        failures = 0
         while self._new_devices and self._xfrm is not None:
             names, self._new_devices = self._new_devices, set()
 
@@ -429,9 +435,15 @@ class XfrmDataplane:
 
             try:
                 await self._run("transport-mode redirect onto new devices", cover)
+                failures = 0
             except DataplaneError as exc:
-                log.warning("%s", exc)
-                return
+                failures += 1
+                if failures > COVER_RETRIES:  # the next link event or SA installation
+                    log.warning("%s", exc)
+                    return
+                log.debug("%s (trying again in %s s)", exc, COVER_RETRY_SECONDS)
+                self._new_devices |= names
+                await asyncio.sleep(COVER_RETRY_SECONDS)
 
     def _read_events(self) -> None:
         if self._events is None:

@@ -212,15 +212,16 @@ class Redirects:
             self._install(redirect)
 
     def cover(self, devices: set[str], *, every: bool = False) -> None:
-        """The wanted redirects onto those of `devices` (new or changed ones) that lack
-        them; onto all devices when `every` (link events were lost)."""
-        if not self.wanted:
+        """The wanted redirects again after link events named `devices` (new or changed
+        ones; all of them when `every`: events were lost).  A name we covered before may
+        be a new device by that name (a modem or PPP link that reconnected) whose filters
+        died with the old one, so what we noted for it is forgotten first."""
+        named = {device for device in devices if device != "lo" and not _IPSEC.fullmatch(device)}
+        if not self.wanted or not (named or every):
             return
-        if not every and all((device, redirect.pref) in self.installed
-                             for device in devices if device != "lo"
-                             and not _IPSEC.fullmatch(device)
-                             for redirect in self.wanted.values()):  # fmt: skip
-            return
+        for key in [key for key in self.installed if key[0] in named]:
+            del self.installed[key]
+        self.bypass_on -= named
         for interface in list(self.wanted):
             self.refresh(interface)
 

@@ -117,6 +117,7 @@ class IkeSa(Outputs):
         self._queue: deque[Task] = deque()
         self._deferred: list[_Deferred] = []
         self._cached_response: tuple[int, bytes] | None = None
+        self._resent_early_for: int | None = None  # see _peer_is_ahead
         # Lifetimes.
         self.established_at: float | None = None
         self.rekey_at: float | None = None
@@ -412,10 +413,10 @@ class IkeSa(Outputs):
             self._answer(ExchangeType(exchange), message_id, _error_payloads(error), now)
             self._report(error, ExchangeType(exchange).name, now)
             return
-        self._heard(local, remote, now)
         if self.state == IkeState.CONNECTING and self.initiator:
-            self._peer_is_ahead(message_id, now)
+            self._peer_is_ahead(message_id, now)  # (addresses unchanged: it may be a replay)
             return
+        self._heard(local, remote, now)
         from core.ike.v2.tasks.responder import respond
 
         try:
@@ -435,13 +436,16 @@ class IkeSa(Outputs):
         """An authentic request while our IKE_AUTH is unanswered: the responder has
         finished it, and its response to us was lost.  The request stays unanswered (its
         message ID unused, the peer retransmits it) and IKE_AUTH goes again at once; the
-        cached response completes the SA.  Tearing down would drop a tunnel that is up."""
+        cached response completes the SA.  Tearing down would drop a tunnel that is up.
+        Once per request (its copies and replays change nothing), outside the
+        retransmission count and schedule."""
+        active = self._active
+        if active is None or message_id == self._resent_early_for:
+            return
+        self._resent_early_for = message_id
         self.log("debug", f"request {message_id} before the IKE_AUTH response: "
                  "left for the peer to retransmit; resending IKE_AUTH")
-        active = self._active
-        if active is not None and active.sends < self._max_sends(active.task):
-            active.next_at = now
-            self._handle_retransmit(now)
+        self._emit(active.message, now)
 
     def after_response(self, now: float) -> None:
         """Run work that must follow our response (e.g. destroying after a DELETE)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import time
@@ -9,7 +10,7 @@ import time
 import pytest
 
 from core.dataplane.nlframes import NLMSGHDR
-from core.dataplane.xfrm.linkwatch import RTM_NEWLINK, LinkWatch, new_link_names
+from core.dataplane.xfrm.linkwatch import EVERY_DEVICE, RTM_NEWLINK, LinkWatch, new_link_names
 from tests.integration.netlab import scratch_namespace, sh
 
 RTM_DELLINK, IFLA_MTU, IFLA_IFNAME = 17, 4, 3
@@ -41,6 +42,38 @@ def test_a_cut_or_damaged_message_yields_no_false_names(cut: int) -> None:
     damaged = bytearray(whole)
     struct.pack_into("=H", damaged, NLMSGHDR.size + 16, 2)  # an attribute length < 4
     assert new_link_names(bytes(damaged)) == set()
+
+
+def test_a_name_attribute_running_past_its_message_is_not_read() -> None:
+    attributes = attribute(IFLA_MTU, bytes(4)) + attribute(IFLA_IFNAME, b"wwan0\0")
+    message = bytearray(link_message(RTM_NEWLINK, attributes))
+    name_at = NLMSGHDR.size + 16 + 8  # after the ifinfomsg and the MTU attribute
+    struct.pack_into("=H", message, name_at, 64)  # the message itself ends sooner
+    assert new_link_names(bytes(message)) == set()
+
+
+class Overrun:
+    """A socket whose receive buffer overran once: ENOBUFS, then one message, then empty."""
+
+    def __init__(self) -> None:
+        self.answers: list[bytes | OSError] = [
+            OSError(errno.ENOBUFS, "No buffer space available"),
+            link_message(RTM_NEWLINK, attribute(IFLA_IFNAME, b"wwan0\0")),
+        ]
+
+    def recv(self, size: int) -> bytes:
+        if not self.answers:
+            raise BlockingIOError
+        answer = self.answers.pop(0)
+        if isinstance(answer, OSError):
+            raise answer
+        return answer
+
+
+def test_lost_events_are_reported_as_every_device() -> None:
+    watch = LinkWatch.__new__(LinkWatch)
+    watch._sock = Overrun()  # type: ignore[assignment]
+    assert watch.drain() == {EVERY_DEVICE, "wwan0"}
 
 
 @pytest.mark.root

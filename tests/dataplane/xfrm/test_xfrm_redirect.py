@@ -11,8 +11,10 @@ import pytest
 
 from core.dataplane.api import DataplaneError
 from core.dataplane.model import BYPASS_MARK, InterfaceSpec, TransportPeer, if_id_for
+from core.dataplane.xfrm import backend as backend_module
 from core.dataplane.xfrm import redirect
 from core.dataplane.xfrm.backend import XfrmDataplane
+from core.dataplane.xfrm.linkwatch import EVERY_DEVICE
 from core.dataplane.xfrm.redirect import Redirect, RedirectError, Redirects
 
 PEER = TransportPeer(remote=ipaddress.ip_address("198.51.100.2"))
@@ -129,17 +131,22 @@ def test_the_redirect_goes_on_every_device_but_lo_and_ipsec() -> None:
     assert tc.prefs("wwan0") == {redirect.BYPASS_PREF, PEER_PREF}
 
 
-def test_cover_installs_onto_new_devices_only_what_they_lack() -> None:
+def test_cover_puts_the_redirects_onto_devices_that_appear_or_come_back() -> None:
     tc = Scripted(("lo", "outer0", "ipsec1"))
     tc.cover({"outer0"})  # no redirect wanted: nothing to do
     assert tc.commands == []
     tc.add("ipsec1", if_id_for(1), PEER)
     ran = len(tc.commands)
-    tc.cover({"lo", "outer0", "ipsec1", "ipsec7"})  # covered already, or never covered
+    tc.cover({"lo", "ipsec1", "ipsec7"})  # never covered: no work
     assert len(tc.commands) == ran
     tc.links.append("wwan0")
     tc.cover({"wwan0"})
     assert tc.prefs("wwan0") == {redirect.BYPASS_PREF, PEER_PREF}
+    # wwan0 reconnects: a new device by the same name, without our filters or clsact
+    del tc.filters["wwan0"]
+    tc.clsact.discard("wwan0")
+    tc.cover({"wwan0"})
+    assert tc.prefs("wwan0") == {redirect.BYPASS_PREF, PEER_PREF} and "wwan0" in tc.clsact
     tc.links.append("vlan9")
     tc.cover(set(), every=True)  # events were lost: every device is looked at
     assert tc.prefs("vlan9") == {redirect.BYPASS_PREF, PEER_PREF}
@@ -172,6 +179,54 @@ def test_the_kernel_backend_covers_a_device_as_soon_as_it_hears_of_it() -> None:
 
     asyncio.run(hear())
     assert tc.peer_on("wwan0") == "198.51.100.2"
+
+
+def test_the_kernel_backend_looks_at_every_device_when_link_events_were_lost() -> None:
+    backend = XfrmDataplane()
+    backend._xfrm = object()  # type: ignore[assignment]  # "started"
+    backend._redirects = tc = Scripted()
+    tc.add("ipsec1", if_id_for(1), PEER)
+    tc.links.append("wwan0")
+
+    async def hear() -> None:
+        backend._loop = asyncio.get_running_loop()
+        backend._link_watch = HeardOf(EVERY_DEVICE)  # type: ignore[assignment]
+        backend._read_link_events()
+        assert backend._covering is not None
+        await backend._covering
+
+    asyncio.run(hear())
+    assert tc.peer_on("wwan0") == "198.51.100.2"
+
+
+def test_a_failed_cover_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backend_module, "COVER_RETRY_SECONDS", 0.0)
+    backend = XfrmDataplane()
+    backend._xfrm = object()  # type: ignore[assignment]  # "started"
+
+    class RefusingWwan0Once(Scripted):
+        refusals = 0
+
+        def _tc(self, words: list[str]) -> bool:
+            if words[3] == "wwan0" and "flower" in words and not self.refusals:
+                self.refusals += 1
+                return False
+            return super()._tc(words)
+
+    backend._redirects = tc = RefusingWwan0Once()
+    tc.add("ipsec1", if_id_for(1), PEER)
+    tc.links.append("wwan0")
+    tc.route_device = "wwan0"  # refused where the traffic goes: an error
+
+    async def hear() -> None:
+        backend._loop = asyncio.get_running_loop()
+        backend._link_watch = HeardOf("wwan0")  # type: ignore[assignment]
+        backend._read_link_events()
+        assert backend._covering is not None
+        await backend._covering
+
+    asyncio.run(hear())
+    assert tc.refusals == 1 and tc.peer_on("wwan0") == "198.51.100.2"
 
 
 def test_add_refresh_remove_leave_the_devices_as_found() -> None:

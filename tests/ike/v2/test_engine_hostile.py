@@ -449,6 +449,35 @@ def test_a_request_before_the_lost_ike_auth_response_does_not_kill_the_tunnel() 
     assert len(pair.b.of(ChildSaInstalled)) == 2, "B's Child SA rekey was never answered"
 
 
+def test_copies_of_a_request_before_the_ike_auth_response_resend_it_once() -> None:
+    """Copies or replays of the responder's request make one early IKE_AUTH, not one each:
+    they neither use up the retransmissions nor move their schedule."""
+    p = policy()
+    pair = Pair(p, mirror(p))
+    held: list[bytes] = []
+
+    def hold(side: Side, data: bytes) -> bool:
+        if side is pair.b and data[18] == ExchangeType.IKE_AUTH:
+            return True  # every IKE_AUTH response lost
+        if side is pair.b and data[18] == ExchangeType.CREATE_CHILD_SA:
+            held.append(data)
+            return True
+        return False
+
+    pair.drop = hold
+    pair.connect()
+    assert pair.b.endpoint.rekey("peer", pair.now)
+    pair.deliver()
+    sa = pair.a.endpoint.current_sa("peer")
+    assert held and sa is not None and sa._active is not None
+    sends, next_at = sa._active.sends, sa._active.next_at
+    for _ in range(5):
+        pair.a.endpoint.receive(held[0], Address(A_ADDR, 500), Address(B_ADDR, 500), pair.now)
+    resent = [d for d in pair.a.endpoint.pop_datagrams() if d.data[18] == ExchangeType.IKE_AUTH]
+    assert len(resent) == 1
+    assert (sa._active.sends, sa._active.next_at) == (sends, next_at)
+
+
 # -- regressions: engine bugs the property tests found (fixed in 480df61) ------------
 def test_plaintext_messages_on_an_established_sa_are_ignored() -> None:
     """RFC 7296 1.2: every message after IKE_SA_INIT is protected.  A plaintext DELETE or
