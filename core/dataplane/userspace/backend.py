@@ -193,7 +193,8 @@ class UserspaceDataplane:
         await self._transport.open()
         with _netlink_errors("removing leftovers of an earlier run"):
             await self._transport.adopt_leftovers()  # kept until this run's replace them
-            await self._links.delete_our_links()
+            with contextlib.suppress(*_NETLINK_ERRORS):  # else one by one, just below
+                await self._links.delete_our_links()
             for index, _name in await self._links.our_tun_links():
                 await self._links.delete_link(index)
             for prefix in await self._links.our_guards():
