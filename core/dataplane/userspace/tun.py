@@ -26,6 +26,7 @@ import struct
 from collections.abc import Iterable
 from pathlib import Path
 
+from core.dataplane.model import LINK_GROUP
 from core.dataplane.userspace import rtnl
 
 TUNSETIFF = 0x400454CA
@@ -37,9 +38,6 @@ TUN_NAME = re.compile(r"ipsec([0-9]|[1-5][0-9]|6[0-3])")
 RTPROT_RBIPSEC = 114  # our route protocol number ("r"), unassigned in rtnetlink.h
 GUARD_METRIC = 0xFFFFFF00
 MAIN_TABLE = 254
-# Our TUN devices' link group ("rb"): stop and start remove them all in one request,
-# ~20 ms for 64 where closing their fds one by one takes 1-2.5 s.
-LINK_GROUP = 0x7262
 
 
 def open_tun(name: str) -> int:

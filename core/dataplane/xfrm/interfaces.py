@@ -125,6 +125,10 @@ class Interfaces:
 
     def remove_all(self) -> None:
         """Our interfaces, guards and nftables table, including an earlier run's."""
+        try:
+            self._ip.delete_our_group()  # all at once; else one by one, just below
+        except (OSError, Pyroute2NetlinkError) as exc:
+            log.info("deleting our link group failed, one interface at a time: %s", exc)
         for link in self._ip.leftovers():
             self._ip.delete(link.name)
         for prefix in self._ip.guards():

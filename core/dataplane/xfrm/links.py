@@ -14,7 +14,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from core.dataplane.model import InterfaceSpec, is_our_if_id
+from core.dataplane.model import LINK_GROUP, InterfaceSpec, is_our_if_id
 from core.dataplane.xfrm.netlink import in_netns
 
 # Routes we add carry a protocol number of our own, so leftovers can be told apart
@@ -87,9 +87,27 @@ class Links:
             self._ipr.link("add", ifname=spec.name, kind="xfrm", xfrm_if_id=spec.if_id, **extra)
         index = self.require_index(spec.name)
         with self._lock:
-            self._ipr.link("set", index=index, mtu=spec.mtu, state="down")
+            self._ipr.link("set", index=index, mtu=spec.mtu, state="down", group=LINK_GROUP)
         self.configure_ipv6(spec.name)
         return index
+
+    def delete_our_group(self) -> bool:
+        """Every interface of our link group in one request, when all of them are XFRM
+        interfaces of ours (the group is only a number: with anything else in it, nothing
+        goes this way).  False when nothing was deleted."""
+        with self._lock:
+            dump = list(self._ipr.link("dump"))
+        grouped = [link for link in dump if link.get("group") == LINK_GROUP]
+        if not grouped or not all(
+            link.get(("linkinfo", "kind")) == "xfrm"
+            and _OUR_NAME.match(str(link.get("ifname")))
+            and is_our_if_id(link.get(("linkinfo", "data", "xfrm_if_id")) or 0)
+            for link in grouped
+        ):
+            return False
+        with self._lock:
+            self._ipr.link("del", index=0, group=LINK_GROUP)
+        return True
 
     def configure_ipv6(self, name: str) -> None:
         """Link-local only: no forwarding, no router advertisements, no autoconf."""

@@ -22,6 +22,7 @@ import pytest
 
 from core.dataplane.api import DataplaneError
 from core.dataplane.model import (
+    LINK_GROUP,
     DataplaneEvent,
     Direction,
     EspAlgorithm,
@@ -37,6 +38,7 @@ from core.dataplane.model import (
     if_id_for,
 )
 from core.dataplane.xfrm.backend import XfrmDataplane
+from core.dataplane.xfrm.links import Links
 from core.dataplane.xfrm.netlink import in_netns
 from tests.dataplane.xfrm.guest.xfrm_guest_tools import (
     Sniffer,
@@ -419,5 +421,37 @@ def test_start_removes_what_a_crashed_run_left(namespaces: None) -> None:
         assert "rbipsec" not in sh("nft", "list", "tables", netns=NS_A)
         await again.stop()
         await b.dataplane.stop()
+
+    run(scenario())
+
+
+def test_stop_deletes_our_link_group_at_once_and_never_a_strangers_device(
+    namespaces: None,
+) -> None:
+    async def scenario() -> None:
+        side = Side(NS_A, XfrmDataplane(NS_A))
+        await side.dataplane.start(side.events.append)
+        for n in (1, 2, 3):
+            await side.dataplane.create_interface(InterfaceSpec(f"ipsec{n}", if_id_for(n)))
+        assert f"group {LINK_GROUP}" in sh("ip", "-d", "link", "show", "ipsec2", netns=NS_A)
+
+        def delete_the_group() -> None:  # pyroute2's calls block: a thread, as the backend
+            links = Links(NS_A)
+            try:
+                sh("ip", "link", "add", "other0", "type", "veth", "peer", "name", "other1",
+                   netns=NS_A)  # fmt: skip
+                sh("ip", "link", "set", "other0", "group", str(LINK_GROUP), netns=NS_A)
+                assert links.delete_our_group() is False  # a stranger in the group
+                assert "ipsec2" in sh("ip", "link", netns=NS_A)
+                sh("ip", "link", "set", "other0", "group", "default", netns=NS_A)
+                assert links.delete_our_group() is True
+                assert "ipsec" not in sh("ip", "link", netns=NS_A)
+                assert "other0" in sh("ip", "link", netns=NS_A)
+            finally:
+                links.close()
+
+        await asyncio.to_thread(delete_the_group)
+        await side.dataplane.stop()  # its interfaces are gone already: no error
+        assert_nothing_left(NS_A)
 
     run(scenario())
