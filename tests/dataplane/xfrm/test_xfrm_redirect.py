@@ -163,46 +163,39 @@ class HeardOf:
         return names
 
 
-def test_the_kernel_backend_covers_a_device_as_soon_as_it_hears_of_it() -> None:
+def hear_of(tc: Scripted, *names: str) -> None:
+    """A started kernel backend on `tc` (peer redirect wanted on ipsec1, a new device
+    wwan0) hears link events naming `names` and covers them."""
     backend = XfrmDataplane()
     backend._xfrm = object()  # type: ignore[assignment]  # "started"
-    backend._redirects = tc = Scripted()
+    backend._redirects = tc
     tc.add("ipsec1", if_id_for(1), PEER)
     tc.links.append("wwan0")
 
     async def hear() -> None:
         backend._loop = asyncio.get_running_loop()
-        backend._link_watch = HeardOf("wwan0")  # type: ignore[assignment]
+        backend._link_watch = HeardOf(*names)  # type: ignore[assignment]
         backend._read_link_events()
         assert backend._covering is not None
         await backend._covering
 
     asyncio.run(hear())
+
+
+def test_the_kernel_backend_covers_a_device_as_soon_as_it_hears_of_it() -> None:
+    tc = Scripted()
+    hear_of(tc, "wwan0")
     assert tc.peer_on("wwan0") == "198.51.100.2"
 
 
 def test_the_kernel_backend_looks_at_every_device_when_link_events_were_lost() -> None:
-    backend = XfrmDataplane()
-    backend._xfrm = object()  # type: ignore[assignment]  # "started"
-    backend._redirects = tc = Scripted()
-    tc.add("ipsec1", if_id_for(1), PEER)
-    tc.links.append("wwan0")
-
-    async def hear() -> None:
-        backend._loop = asyncio.get_running_loop()
-        backend._link_watch = HeardOf(EVERY_DEVICE)  # type: ignore[assignment]
-        backend._read_link_events()
-        assert backend._covering is not None
-        await backend._covering
-
-    asyncio.run(hear())
+    tc = Scripted()
+    hear_of(tc, EVERY_DEVICE)
     assert tc.peer_on("wwan0") == "198.51.100.2"
 
 
 def test_a_failed_cover_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backend_module, "COVER_RETRY_SECONDS", 0.0)
-    backend = XfrmDataplane()
-    backend._xfrm = object()  # type: ignore[assignment]  # "started"
 
     class RefusingWwan0Once(Scripted):
         refusals = 0
@@ -213,19 +206,9 @@ def test_a_failed_cover_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
                 return False
             return super()._tc(words)
 
-    backend._redirects = tc = RefusingWwan0Once()
-    tc.add("ipsec1", if_id_for(1), PEER)
-    tc.links.append("wwan0")
+    tc = RefusingWwan0Once()
     tc.route_device = "wwan0"  # refused where the traffic goes: an error
-
-    async def hear() -> None:
-        backend._loop = asyncio.get_running_loop()
-        backend._link_watch = HeardOf("wwan0")  # type: ignore[assignment]
-        backend._read_link_events()
-        assert backend._covering is not None
-        await backend._covering
-
-    asyncio.run(hear())
+    hear_of(tc, "wwan0")
     assert tc.refusals == 1 and tc.peer_on("wwan0") == "198.51.100.2"
 
 
