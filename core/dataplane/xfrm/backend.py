@@ -408,8 +408,8 @@ class XfrmDataplane:
 
     # -- events --------------------------------------------------------------------
     def _read_link_events(self) -> None:
-        """Devices appeared or changed: the worker covers them with the transport-mode
-        redirects they lack (one job at a time; names heard meanwhile wait for the next)."""
+        """Devices appeared or changed: the worker puts the transport-mode redirects onto
+        them again (one job at a time; names heard meanwhile wait for the next)."""
         if self._link_watch is None or self._loop is None:
             return
         try:
